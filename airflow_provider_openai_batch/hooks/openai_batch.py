@@ -1,0 +1,181 @@
+"""The hook: one place that builds OpenAI clients from a connection and does all file and batch I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import openai
+from airflow.sdk import BaseHook, ObjectStoragePath
+
+from airflow_provider_openai_batch.core.limits import COMPLETION_WINDOW
+from airflow_provider_openai_batch.hooks.client_config import ClientConfig, client_config_from_connection
+
+if TYPE_CHECKING:
+    from openai.types import Batch, FileObject
+
+PathLike = str | ObjectStoragePath
+
+CHUNK_SIZE = 1024 * 1024
+
+
+def as_storage_path(path: PathLike) -> ObjectStoragePath:
+    """Accept a plain local path as well as any ``ObjectStoragePath`` URI (s3://, file://, …)."""
+    if isinstance(path, ObjectStoragePath):
+        return path
+    text = str(path)
+    return ObjectStoragePath(text if "://" in text else f"file://{PurePosixPath(text).as_posix()}")
+
+
+class OpenAIBatchHook(BaseHook):
+    """
+    Interact with the OpenAI Batch API (and OpenAI-compatible or Azure OpenAI services).
+
+    Clients use the ``openai`` package's own retries and timeouts (``max_retries`` and ``timeout``
+    in the connection extra). The API key lives only inside the client objects.
+
+    :param conn_id: an ``openai_batch`` or ``openai`` connection.
+    """
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "openai_default"
+    conn_type = "openai_batch"
+    hook_name = "OpenAI Batch"
+
+    def __init__(self, conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+
+    # -- clients ---------------------------------------------------------------------------
+
+    @cached_property
+    def client_config(self) -> ClientConfig:
+        return client_config_from_connection(self.get_connection(self.conn_id))
+
+    @cached_property
+    def client(self) -> openai.OpenAI:
+        return build_sync_client(self.client_config)
+
+    def get_conn(self) -> openai.OpenAI:
+        return self.client
+
+    async def get_async_client(self) -> openai.AsyncOpenAI:
+        """Build the async client without blocking the event loop (triggerer-safe)."""
+        conn = await BaseHook.aget_connection(self.conn_id)
+        return build_async_client(client_config_from_connection(conn))
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the key with the one permission the provider needs: listing batches."""
+        try:
+            self.client.batches.list(limit=1)
+        except openai.APIStatusError as err:
+            return False, f"OpenAI answered HTTP {err.status_code}: {_error_message(err)}"
+        except openai.APIConnectionError as err:
+            return False, f"Cannot reach {self.client.base_url}: {err.__class__.__name__}"
+        return True, f"Connected to {self.client.base_url}"
+
+    # -- files ------------------------------------------------------------------------------
+
+    def upload_file(self, path: PathLike, *, purpose: str = "batch", filename: str | None = None) -> FileObject:
+        """Upload a local or object-storage file, streamed from its handle (never read whole)."""
+        source = as_storage_path(path)
+        name = filename or source.name
+        with source.open("rb") as handle:
+            return self.client.files.create(file=(name, handle), purpose=purpose)  # type: ignore[arg-type]
+
+    def get_file(self, file_id: str) -> FileObject:
+        return self.client.files.retrieve(file_id)
+
+    def delete_file(self, file_id: str) -> bool:
+        return self.client.files.delete(file_id).deleted
+
+    def iter_file_chunks(self, file_id: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        with self.client.files.with_streaming_response.content(file_id) as response:
+            yield from response.iter_bytes(chunk_size)
+
+    def iter_file_lines(self, file_id: str) -> Iterator[bytes]:
+        """Stream a file's lines as bytes, whatever the chunking of the HTTP body."""
+        pending = b""
+        for chunk in self.iter_file_chunks(file_id):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            yield from lines
+        if pending:
+            yield pending
+
+    def download_file(self, file_id: str, destination: PathLike) -> ObjectStoragePath:
+        """Stream a file's content to a local or object-storage path; returns the path written."""
+        target = as_storage_path(destination)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as out:
+            for chunk in self.iter_file_chunks(file_id):
+                out.write(chunk)
+        return target
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def create_batch(
+        self,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        metadata: Mapping[str, str] | None = None,
+        output_expires_after_seconds: int | None = None,
+    ) -> Batch:
+        kwargs: dict[str, Any] = {}
+        if metadata:
+            kwargs["metadata"] = dict(metadata)
+        if output_expires_after_seconds:
+            kwargs["output_expires_after"] = {"anchor": "created_at", "seconds": output_expires_after_seconds}
+        return self.client.batches.create(
+            input_file_id=input_file_id,
+            endpoint=endpoint,  # type: ignore[arg-type]
+            completion_window=COMPLETION_WINDOW,
+            **kwargs,
+        )
+
+    def get_batch(self, batch_id: str) -> Batch:
+        return self.client.batches.retrieve(batch_id)
+
+    def cancel_batch(self, batch_id: str) -> Batch:
+        return self.client.batches.cancel(batch_id)
+
+    def list_batches(self, *, page_size: int = 100) -> Iterator[Batch]:
+        """All batches, newest first; pages are fetched lazily as the iterator advances."""
+        yield from self.client.batches.list(limit=page_size)
+
+    def find_batch(self, metadata: Mapping[str, str], *, created_after: float | None = None) -> Batch | None:
+        """
+        The newest batch whose metadata contains every given pair.
+
+        Listing stops at the first batch older than ``created_after`` (epoch seconds), so a lookup
+        costs a page or two instead of the account's whole history.
+        """
+        for batch in self.list_batches():
+            if created_after is not None and batch.created_at < created_after:
+                return None
+            found = batch.metadata or {}
+            if all(found.get(k) == v for k, v in metadata.items()):
+                return batch
+        return None
+
+
+def build_sync_client(config: ClientConfig) -> openai.OpenAI:
+    if config.is_azure:
+        return openai.AzureOpenAI(**config.kwargs())
+    return openai.OpenAI(**config.kwargs())
+
+
+def build_async_client(config: ClientConfig) -> openai.AsyncOpenAI:
+    if config.is_azure:
+        return openai.AsyncAzureOpenAI(**config.kwargs())
+    return openai.AsyncOpenAI(**config.kwargs())
+
+
+def _error_message(err: openai.APIStatusError) -> str:
+    body = err.body
+    if isinstance(body, dict):
+        return str(body.get("message") or body)
+    return err.message

@@ -1,0 +1,127 @@
+"""Wait for a batch on the triggerer, so no worker slot is held for the hours a batch takes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_openai_batch.core.polling import PollPolicy, Progress
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.triggers.events import batch_event, error_event, timeout_event
+
+# Failures worth another poll: the network, throttling, the service's own errors and timeouts.
+TRANSIENT_ERRORS = (
+    openai.APIConnectionError,
+    openai.RateLimitError,
+    openai.InternalServerError,
+    openai.APITimeoutError,
+)
+
+
+class OpenAIBatchTrigger(BaseTrigger):
+    """
+    Poll one batch with ``AsyncOpenAI`` until it ends, the deadline passes, or errors persist.
+
+    Every value needed to resume is in the serialized kwargs — including the wall-clock
+    ``deadline`` — so a triggerer restart rebuilds an identical wait. The API key is not among them:
+    the connection is read again through ``aget_connection``.
+
+    :param batch_id: the batch to wait for.
+    :param conn_id: the connection to read it with.
+    :param poll_interval: seconds between status reads.
+    :param deadline: epoch seconds after which a ``timeout`` event is sent (``None``: no limit).
+    :param max_consecutive_errors: transient failures in a row tolerated before an ``error`` event.
+    """
+
+    def __init__(
+        self,
+        batch_id: str,
+        conn_id: str = OpenAIBatchHook.default_conn_name,
+        poll_interval: float = 60.0,
+        deadline: float | None = None,
+        max_consecutive_errors: int = 5,
+        cancel_on_kill: bool = True,
+    ) -> None:
+        super().__init__()
+        self.batch_id = batch_id
+        self.conn_id = conn_id
+        self.poll_interval = poll_interval
+        self.deadline = deadline
+        self.max_consecutive_errors = max_consecutive_errors
+        self.cancel_on_kill = cancel_on_kill
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "batch_id": self.batch_id,
+                "conn_id": self.conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "max_consecutive_errors": self.max_consecutive_errors,
+                "cancel_on_kill": self.cancel_on_kill,
+            },
+        )
+
+    @property
+    def policy(self) -> PollPolicy:
+        return PollPolicy(self.poll_interval, self.deadline, self.max_consecutive_errors)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        client = await OpenAIBatchHook(self.conn_id).get_async_client()
+        policy = self.policy
+        errors = 0
+        async with client:
+            while True:
+                try:
+                    batch = await client.batches.retrieve(self.batch_id)
+                except TRANSIENT_ERRORS as err:
+                    errors += 1
+                    decision = policy.after_error(errors, time.time())
+                    self.log.warning(
+                        "Reading batch %s failed (%s, %d in a row): %s",
+                        self.batch_id,
+                        type(err).__name__,
+                        errors,
+                        err,
+                    )
+                    if decision == "give_up":
+                        yield TriggerEvent(error_event(self.batch_id, f"{errors} consecutive API errors: {err}"))
+                        return
+                    if decision == "timeout":
+                        yield TriggerEvent(timeout_event(self.batch_id, self.deadline))
+                        return
+                    await asyncio.sleep(policy.sleep_for(time.time(), errors))
+                    continue
+                except openai.APIStatusError as err:
+                    # Other 4xx (unknown batch, bad key, no permission) will not heal by waiting.
+                    yield TriggerEvent(error_event(self.batch_id, f"HTTP {err.status_code}: {err.message}"))
+                    return
+                errors = 0
+                now = time.time()
+                self.log.info(Progress.from_batch(batch).line(now))
+                decision = policy.after_status(batch.status, now)
+                if decision == "done":
+                    yield TriggerEvent(batch_event(batch))
+                    return
+                if decision == "timeout":
+                    yield TriggerEvent(timeout_event(self.batch_id, self.deadline, batch.status))
+                    return
+                await asyncio.sleep(policy.sleep_for(now))
+
+    async def on_kill(self) -> None:
+        """The user marked the deferred task failed/success or cleared it: stop paying for the batch."""
+        if not self.cancel_on_kill:
+            return
+        client = await OpenAIBatchHook(self.conn_id).get_async_client()
+        async with client:
+            try:
+                batch = await client.batches.cancel(self.batch_id)
+                self.log.info("Cancelled batch %s on kill (now %s)", self.batch_id, batch.status)
+            except openai.APIStatusError as err:
+                self.log.warning("Could not cancel batch %s on kill: HTTP %s", self.batch_id, err.status_code)

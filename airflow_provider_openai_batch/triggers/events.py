@@ -1,0 +1,58 @@
+"""The JSON-safe events the trigger sends and the operators and sensor read back, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
+
+# Batch-level errors kept in an event: enough to show the user, bounded so events stay small.
+MAX_EVENT_ERRORS = 100
+
+
+def batch_summary(batch: Any) -> dict[str, Any]:
+    """The fields of a Batch that later steps need: ids, status, counts, usage, errors (bounded)."""
+    data = batch.model_dump(mode="json", exclude_none=True)
+    errors = (data.get("errors") or {}).get("data") or []
+    summary = {
+        key: data.get(key)
+        for key in (
+            "id",
+            "status",
+            "endpoint",
+            "model",
+            "input_file_id",
+            "output_file_id",
+            "error_file_id",
+            "created_at",
+            "completed_at",
+            "request_counts",
+            "usage",
+            "metadata",
+        )
+    }
+    summary["errors"] = errors[:MAX_EVENT_ERRORS]
+    summary["errors_total"] = len(errors)
+    return summary
+
+
+def batch_event(batch: Any) -> dict[str, Any]:
+    return {"status": batch.status, "batch_id": batch.id, "batch": batch_summary(batch)}
+
+
+def error_event(batch_id: str, message: str) -> dict[str, Any]:
+    return {"status": "error", "batch_id": batch_id, "message": message}
+
+
+def timeout_event(batch_id: str, deadline: float | None, batch_status: str | None = None) -> dict[str, Any]:
+    return {"status": "timeout", "batch_id": batch_id, "deadline": deadline, "batch_status": batch_status}
+
+
+KNOWN_EVENT_STATUSES = TERMINAL_STATUSES | {"error", "timeout"}
+
+
+def check_event(event: Any) -> dict[str, Any]:
+    """Refuse an event we did not make: an unknown status must fail loudly, not pass as success."""
+    if not isinstance(event, dict) or event.get("status") not in KNOWN_EVENT_STATUSES or not event.get("batch_id"):
+        raise ValueError(f"unexpected trigger event: {event!r}")
+    return event

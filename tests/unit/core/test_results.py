@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import msgspec
+
+from airflow_provider_openai_batch.core.results import BatchOutcome, Reconciler
+
+enc = msgspec.json.encode
+
+
+def chat_line(custom_id: str, content: str = "positive", status: int = 200) -> bytes:
+    body = {
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "usage": {
+            "prompt_tokens": 11,
+            "completion_tokens": 2,
+            "prompt_tokens_details": {"cached_tokens": 3},
+            "completion_tokens_details": {"reasoning_tokens": 1},
+        },
+    }
+    if status != 200:
+        body = {"error": {"message": "bad", "type": "invalid_request_error", "code": "bad_param"}}
+    return enc({"id": "r", "custom_id": custom_id, "response": {"status_code": status, "body": body}, "error": None})
+
+
+def error_line(custom_id: str, code: str) -> bytes:
+    return enc({"id": "r", "custom_id": custom_id, "response": None, "error": {"code": code, "message": code}})
+
+
+def reconcile(ids, *sources, status="completed", expect_json=False):
+    reconciler = Reconciler(BatchOutcome("job", 0, "batch_1", status, expect_json=expect_json), ids)
+    rows = {row.custom_id: row for row in reconciler.rows(*sources)}
+    return rows, reconciler.counts
+
+
+def test_out_of_order_lines_join_by_custom_id():
+    rows, counts = reconcile(["a", "b", "c"], [chat_line("c", "neg"), chat_line("a", "pos"), chat_line("b", "neu")])
+    assert {k: r.content for k, r in rows.items()} == {"a": "pos", "b": "neu", "c": "neg"}
+    assert counts.by_status["succeeded"] == 3
+    row = rows["a"]
+    assert (row.input_tokens, row.cached_tokens, row.output_tokens, row.reasoning_tokens) == (11, 3, 2, 1)
+    assert (row.model, row.finish_reason, row.http_status, row.batch_id) == ("gpt-4o-mini", "stop", 200, "batch_1")
+
+
+def test_success_is_decided_by_status_code_not_by_the_error_field():
+    rows, counts = reconcile(["a"], [chat_line("a", status=400)])
+    assert rows["a"].status == "failed"
+    assert (rows["a"].http_status, rows["a"].error_code, rows["a"].error_message) == (400, "bad_param", "bad")
+
+
+def test_error_file_only_batch():
+    rows, counts = reconcile(["a", "b"], [], [chat_line("a", status=500), chat_line("b", status=429)])
+    assert counts.by_status["failed"] == 2 and counts.rows == 2
+
+
+def test_expired_batch_keeps_partial_results_and_marks_the_rest():
+    rows, counts = reconcile(["a", "b", "c"], [chat_line("a")], [error_line("b", "batch_expired")], status="expired")
+    assert (rows["a"].status, rows["b"].status, rows["c"].status) == ("succeeded", "expired", "expired")
+    assert counts.to_dict()["expired"] == 2
+
+
+def test_cancelled_batch_marks_unanswered_requests_cancelled():
+    rows, _ = reconcile(["a", "b"], [chat_line("a")], [error_line("b", "batch_cancelled")], status="cancelled")
+    assert rows["b"].status == "cancelled"
+
+
+def test_requests_absent_from_a_completed_batch_are_missing_not_dropped():
+    rows, counts = reconcile(["a", "b"], [chat_line("a")])
+    assert rows["b"].status == "missing"
+    assert counts.rows == 2
+
+
+def test_duplicates_unknown_ids_and_garbage_are_counted_not_written():
+    rows, counts = reconcile(["a"], [chat_line("a"), chat_line("a", "again"), chat_line("zzz"), b"{not json", b""])
+    assert list(rows) == ["a"] and rows["a"].content == "positive"
+    assert (counts.duplicate_lines, counts.unknown_custom_ids, counts.unparseable_lines) == (1, 1, 1)
+
+
+def test_json_schema_output_is_parsed_or_marked_invalid_with_raw_text_kept():
+    rows, counts = reconcile(["a", "b"], [chat_line("a", '{"x": 1}'), chat_line("b", "{oops")], expect_json=True)
+    assert rows["a"].parsed == {"x": 1}
+    assert rows["b"].status == "invalid_output" and rows["b"].content == "{oops"
+    assert counts.by_status["invalid_output"] == 1
+
+
+def test_embeddings_and_responses_bodies():
+    emb = enc(
+        {
+            "custom_id": "e",
+            "response": {
+                "status_code": 200,
+                "body": {"object": "list", "model": "m", "data": [{"embedding": [0.5, 0.25]}], "usage": {"prompt_tokens": 4}},
+            },
+        }
+    )
+    resp = enc(
+        {
+            "custom_id": "r",
+            "response": {
+                "status_code": 200,
+                "body": {
+                    "object": "response",
+                    "status": "completed",
+                    "output": [{"type": "message", "content": [{"type": "output_text", "text": "hi"}]}],
+                    "usage": {"input_tokens": 5, "output_tokens": 1, "output_tokens_details": {"reasoning_tokens": 0}},
+                },
+            },
+        }
+    )
+    rows, _ = reconcile(["e", "r"], [emb, resp])
+    assert rows["e"].embedding == [0.5, 0.25] and rows["e"].input_tokens == 4
+    assert rows["r"].content == "hi" and rows["r"].finish_reason == "completed" and rows["r"].input_tokens == 5
