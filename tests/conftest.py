@@ -16,7 +16,7 @@ import pytest
 _HOME = Path(os.environ.get("OPENAI_BATCH_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="openai-batch-airflow-"))
 os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+os.environ.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "example_dags")
 
 TEST_API_KEY = "sk-test-NEVER-LOG-THIS-0123456789"

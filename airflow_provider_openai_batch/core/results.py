@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from airflow_provider_openai_batch.core.costs import PriceTable
+from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.limits import BATCH_CANCELLED, BATCH_EXPIRED
 
 ResultStatus = Literal["succeeded", "failed", "invalid_output", "expired", "cancelled", "missing"]
@@ -74,6 +76,7 @@ class ResultRow:
     cached_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    cost_usd: float | None = None
     request_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +95,8 @@ class ReconcileCounts:
     cached_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_rows: int = 0
 
     @property
     def rows(self) -> int:
@@ -103,6 +108,10 @@ class ReconcileCounts:
         self.cached_tokens += row.cached_tokens
         self.output_tokens += row.output_tokens
         self.reasoning_tokens += row.reasoning_tokens
+        if row.cost_usd is not None:
+            self.cost_usd += row.cost_usd
+        elif row.input_tokens or row.output_tokens:
+            self.unpriced_rows += 1
 
     def merge(self, other: ReconcileCounts) -> None:
         self.by_status.update(other.by_status)
@@ -114,6 +123,8 @@ class ReconcileCounts:
             "cached_tokens",
             "output_tokens",
             "reasoning_tokens",
+            "cost_usd",
+            "unpriced_rows",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -128,6 +139,8 @@ class ReconcileCounts:
             "cached_tokens": self.cached_tokens,
             "output_tokens": self.output_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "unpriced_rows": self.unpriced_rows,
         }
 
 
@@ -151,8 +164,9 @@ class Reconciler:
     way, otherwise ``missing`` — so the row count always equals the request count.
     """
 
-    def __init__(self, outcome: BatchOutcome, custom_ids: Iterable[str]) -> None:
+    def __init__(self, outcome: BatchOutcome, custom_ids: Iterable[str], prices: PriceTable | None = None) -> None:
         self.outcome = outcome
+        self.prices = prices
         self.pending: set[str] = set(custom_ids)
         self.done: set[str] = set()
         self.counts = ReconcileCounts()
@@ -218,7 +232,11 @@ class Reconciler:
             body = None
         if not isinstance(body, dict):
             body = {}
-        values = {"http_status": response.status_code, "request_id": response.request_id, **_usage(body)}
+        values: dict[str, Any] = {
+            "http_status": response.status_code,
+            "request_id": response.request_id,
+            **_usage(body),
+        }
         if not 200 <= response.status_code < 300:
             error = body.get("error") if isinstance(body.get("error"), dict) else {}
             return self._base(
@@ -229,6 +247,7 @@ class Reconciler:
                 model=body.get("model"),
                 **values,
             )
+        values["cost_usd"] = self._cost(body.get("model"), values)
         extracted = _extract(body)
         status = "succeeded"
         if self.outcome.expect_json and extracted.get("content") is not None:
@@ -239,6 +258,17 @@ class Reconciler:
                 values["error_code"] = "invalid_json"
                 values["error_message"] = str(err)
         return self._base(line.custom_id, status, model=body.get("model"), **extracted, **values)
+
+    def _cost(self, model: Any, usage: dict[str, Any]) -> float | None:
+        """Actual cost from reported usage; ``None`` (counted as unpriced) when the model has no price."""
+        if self.prices is None or not isinstance(model, str):
+            return None
+        try:
+            return self.prices.cost(
+                model, usage.get("input_tokens", 0), usage.get("output_tokens", 0), usage.get("cached_tokens", 0)
+            )
+        except OpenAIBatchInputError:
+            return None
 
 
 def _usage(body: dict[str, Any]) -> dict[str, int]:

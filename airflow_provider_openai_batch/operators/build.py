@@ -132,7 +132,6 @@ class OpenAIBatchBuildOperator(BaseOperator):
             "model": self.model,
         }
 
-
     def _records(self) -> Iterator[Mapping[str, Any]]:
         if isinstance(self.records, str):
             path = as_storage_path(self.records)

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from airflow.sdk import BaseOperator, Context
 
+from airflow_provider_openai_batch.core.costs import PriceTable
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, Reconciler, ResultRow
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook, as_storage_path
@@ -28,9 +29,11 @@ class OpenAIBatchResultsOperator(BaseOperator):
     :param batches: the submit tasks' return values (``submit.output`` of a mapped submit).
     :param destination: a directory (local path or ``ObjectStoragePath`` URI) for the results.
     :param conn_id: the OpenAI connection the batches were created with.
+    :param prices: price overrides (a mapping or a JSON file path) on top of the packaged table,
+        used to turn each row's reported usage into ``cost_usd``.
     """
 
-    template_fields: Sequence[str] = ("batches", "destination")
+    template_fields: Sequence[str] = ("batches", "destination", "prices")
 
     def __init__(
         self,
@@ -38,12 +41,14 @@ class OpenAIBatchResultsOperator(BaseOperator):
         batches: Iterable[Mapping[str, Any]],
         destination: str,
         conn_id: str = OpenAIBatchHook.default_conn_name,
+        prices: Mapping[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.batches = batches
         self.destination = destination
         self.conn_id = conn_id
+        self.prices = prices
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = OpenAIBatchHook(conn_id=self.conn_id)
@@ -51,9 +56,10 @@ class OpenAIBatchResultsOperator(BaseOperator):
         if not submitted:
             raise ValueError("no batches to collect: the upstream submit tasks returned nothing")
         job_id = safe_name(str(submitted[0]["shard"]["job_id"]))
-        target = as_storage_path(self.destination) / job_id / "results.jsonl"
+        job_dir = as_storage_path(self.destination) / job_id
+        target = job_dir / "results.jsonl"
         counts = ReconcileCounts()
-        size = write_atomically(target, _encoded(self._rows(hook, submitted, counts)))
+        size = write_atomically(target, _encoded(self._rows(hook, submitted, counts, PriceTable.load(self.prices))))
         summary = {
             "job_id": job_id,
             "destination": str(target),
@@ -61,11 +67,16 @@ class OpenAIBatchResultsOperator(BaseOperator):
             "batches": [b["batch"]["id"] for b in submitted],
             **counts.to_dict(),
         }
+        write_atomically(job_dir / "summary.json", iter([_encode(summary) + b"\n"]))
         self.log.info("Wrote %d result rows to %s: %s", counts.rows, target, _counts_line(summary))
         return summary
 
     def _rows(
-        self, hook: OpenAIBatchHook, submitted: list[Mapping[str, Any]], counts: ReconcileCounts
+        self,
+        hook: OpenAIBatchHook,
+        submitted: list[Mapping[str, Any]],
+        counts: ReconcileCounts,
+        prices: PriceTable,
     ) -> Iterator[ResultRow]:
         for item in submitted:
             shard, batch = item["shard"], item["batch"]
@@ -91,7 +102,8 @@ def _encoded(rows: Iterable[ResultRow]) -> Iterator[bytes]:
 
 
 def _counts_line(summary: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={summary[k]}" for k in ("requests", "succeeded", "failed", "expired", "cancelled", "missing"))
+    keys = ("requests", "succeeded", "failed", "expired", "cancelled", "missing", "cost_usd")
+    return " ".join(f"{k}={summary[k]}" for k in keys)
 
 
 def _warn_anomalies(log: Any, batch_id: str, counts: ReconcileCounts) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 
 from airflow_provider_openai_batch.core.results import BatchOutcome, Reconciler
 
@@ -90,7 +91,12 @@ def test_embeddings_and_responses_bodies():
             "custom_id": "e",
             "response": {
                 "status_code": 200,
-                "body": {"object": "list", "model": "m", "data": [{"embedding": [0.5, 0.25]}], "usage": {"prompt_tokens": 4}},
+                "body": {
+                    "object": "list",
+                    "model": "m",
+                    "data": [{"embedding": [0.5, 0.25]}],
+                    "usage": {"prompt_tokens": 4},
+                },
             },
         }
     )
@@ -111,3 +117,23 @@ def test_embeddings_and_responses_bodies():
     rows, _ = reconcile(["e", "r"], [emb, resp])
     assert rows["e"].embedding == [0.5, 0.25] and rows["e"].input_tokens == 4
     assert rows["r"].content == "hi" and rows["r"].finish_reason == "completed" and rows["r"].input_tokens == 5
+
+
+def test_cost_comes_from_reported_usage_and_the_price_table():
+    from airflow_provider_openai_batch.core.costs import PriceTable
+
+    prices = PriceTable.load({"gpt-4o-mini": {"input": 1.0, "cached_input": 0.5, "output": 2.0}})
+    reconciler = Reconciler(BatchOutcome("job", 0, "b", "completed"), ["a"], prices=prices)
+    (row,) = list(reconciler.rows([chat_line("a")]))
+    # 8 uncached input tokens at $1/M, 3 cached at $0.5/M, 2 output at $2/M
+    assert row.cost_usd == pytest.approx((8 * 1.0 + 3 * 0.5 + 2 * 2.0) / 1e6)
+    assert reconciler.counts.to_dict()["cost_usd"] == pytest.approx(row.cost_usd, abs=1e-6)
+
+
+def test_unknown_model_price_leaves_cost_empty_and_is_counted():
+    from airflow_provider_openai_batch.core.costs import PriceTable
+
+    reconciler = Reconciler(BatchOutcome("job", 0, "b", "completed"), ["a"], prices=PriceTable.load({}))
+    line = chat_line("a").replace(b"gpt-4o-mini", b"my-finetune")
+    (row,) = list(reconciler.rows([line]))
+    assert row.cost_usd is None and reconciler.counts.unpriced_rows == 1

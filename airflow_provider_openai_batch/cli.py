@@ -1,0 +1,45 @@
+"""``openai-batch``: the provider's tools for use outside Airflow (CI checks, offline tests, scripts).
+
+Subcommands import their module only when chosen, so ``openai-batch validate`` starts fast and
+none of them needs Airflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _emulator(parser: argparse.ArgumentParser) -> None:
+    from airflow_provider_openai_batch.emulator import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    from airflow_provider_openai_batch.emulator import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openai-batch", description="OpenAI Batch API tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    emulator = commands.add_parser(
+        "emulator", help="run the local OpenAI-compatible Batch API server (loopback by default)"
+    )
+    _emulator(emulator)
+    emulator.set_defaults(handler=_run_emulator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
