@@ -59,7 +59,7 @@ with DAG(
     submit = OpenAIBatchSubmitOperator.partial(
         task_id="submit_batch",
         poll_interval=POLL_INTERVAL,
-    ).expand(shard=build.output["shards"])
+    ).expand(shard=build.output)
 
     collect = OpenAIBatchResultsOperator(
         task_id="collect_results",

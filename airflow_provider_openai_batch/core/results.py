@@ -238,7 +238,9 @@ class Reconciler:
             **_usage(body),
         }
         if not 200 <= response.status_code < 300:
-            error = body.get("error") if isinstance(body.get("error"), dict) else {}
+            error = body.get("error")
+            if not isinstance(error, dict):
+                error = {}
             return self._base(
                 line.custom_id,
                 "failed",

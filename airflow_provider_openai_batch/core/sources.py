@@ -28,7 +28,7 @@ def read_records(handle: IO[bytes], path: str, fmt: str | None = None) -> Iterat
     if fmt == "jsonl":
         yield from _jsonl(handle, path)
     elif fmt == "csv":
-        yield from csv.DictReader(codecs.getreader("utf-8-sig")(handle))  # type: ignore[arg-type]
+        yield from csv.DictReader(codecs.getreader("utf-8-sig")(handle))
     else:
         raise OpenAIBatchInputError(f"{path}: unsupported record format {fmt!r}; use one of {FORMATS}")
 

@@ -79,7 +79,7 @@ def _extra_dict(conn: ConnectionLike) -> dict[str, Any]:
         return {}
     try:
         parsed = json.loads(raw) if isinstance(raw, str) else dict(raw)
-    except ValueError as err:
+    except json.JSONDecodeError as err:
         raise ValueError(f"the connection's extra is not valid JSON: {err.msg} at char {err.pos}") from None
     if not isinstance(parsed, dict):
         raise ValueError("the connection's extra must be a JSON object")

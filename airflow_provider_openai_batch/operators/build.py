@@ -25,8 +25,9 @@ class OpenAIBatchBuildOperator(BaseOperator):
     reruns, so results join back to records). Requests are written as shards within the per-file
     limits under ``{work_dir}/{job_id}/``, with a ``manifest.json`` describing them.
 
-    The return value (XCom) is a short summary; the shard list is also pushed under the XCom key
-    ``shards`` so a submit task can map over it: ``submit.expand(shard=build.output["shards"])``.
+    The return value (XCom) is the list of shards — location, request count, bytes, sha256 and the
+    manifest's location, never the requests — so a submit task maps over it with
+    ``submit.expand(shard=build.output)``. A job summary is pushed under the XCom key ``summary``.
 
     :param records: the records: a list of mappings (e.g. an upstream task's XCom), or the path or
         URI of a ``.jsonl``/``.csv`` file, read streamed.
@@ -74,7 +75,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
         self.max_requests_per_shard = max_requests_per_shard
         self.max_bytes_per_shard = max_bytes_per_shard
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> list[dict[str, Any]]:
         job_id = safe_name(self.job_id)
         template = RequestTemplate(
             endpoint=self.endpoint,
@@ -122,8 +123,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
             }
             for shard in shards
         ]
-        context["ti"].xcom_push(key="shards", value=shard_refs)
-        return {
+        summary = {
             "job_id": job_id,
             "manifest": str(manifest_path),
             "requests": manifest.requests,
@@ -131,6 +131,8 @@ class OpenAIBatchBuildOperator(BaseOperator):
             "endpoint": self.endpoint,
             "model": self.model,
         }
+        context["ti"].xcom_push(key="summary", value=summary)
+        return shard_refs
 
     def _records(self) -> Iterator[Mapping[str, Any]]:
         if isinstance(self.records, str):

@@ -14,7 +14,12 @@ from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCo
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook, as_storage_path
 from airflow_provider_openai_batch.operators.storage import iter_lines, write_atomically
 
-_decode_custom_id = msgspec.json.Decoder(msgspec.defstruct("_Id", [("custom_id", str)])).decode
+
+class _RequestId(msgspec.Struct):
+    custom_id: str
+
+
+_decode_custom_id = msgspec.json.Decoder(_RequestId).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -59,7 +64,8 @@ class OpenAIBatchResultsOperator(BaseOperator):
         job_dir = as_storage_path(self.destination) / job_id
         target = job_dir / "results.jsonl"
         counts = ReconcileCounts()
-        size = write_atomically(target, _encoded(self._rows(hook, submitted, counts, PriceTable.load(self.prices))))
+        prices = PriceTable.load(self.prices)
+        size = write_atomically(target, _encoded(self._rows(hook, submitted, counts, prices)))
         summary = {
             "job_id": job_id,
             "destination": str(target),
@@ -87,7 +93,8 @@ class OpenAIBatchResultsOperator(BaseOperator):
                 status=batch["status"],
                 expect_json=bool(shard.get("expect_json")),
             )
-            reconciler = Reconciler(outcome, (_decode_custom_id(line).custom_id for line in iter_lines(shard["path"])))
+            custom_ids = (_decode_custom_id(line).custom_id for line in iter_lines(shard["path"]))
+            reconciler = Reconciler(outcome, custom_ids, prices)
             sources = [
                 hook.iter_file_lines(fid) for fid in (batch.get("output_file_id"), batch.get("error_file_id")) if fid
             ]

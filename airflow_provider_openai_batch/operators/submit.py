@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
@@ -120,12 +120,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         event = check_event(event)
         if event["status"] == "timeout":
-            self._cancel_quietly(event["batch_id"])
-            raise AirflowException(
-                f"Timed out waiting for batch {event['batch_id']} (wait_timeout={self.wait_timeout}); "
-                f"the batch was still {event.get('batch_status') or 'running'} and has been cancelled. "
-                "This is a wait timeout, not a batch failure."
-            )
+            self._timed_out(event["batch_id"], event.get("batch_status"))
         if event["status"] == "error":
             raise AirflowException(f"Lost track of batch {event['batch_id']}: {event['message']}")
         return self._finish(event["batch"])
@@ -178,10 +173,15 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             if decision == "done":
                 return batch_summary(batch)
             if decision == "timeout":
-                return self.execute_complete(
-                    {}, {"status": "timeout", "batch_id": batch_id, "batch_status": batch.status}
-                )  # type: ignore[arg-type]
+                self._timed_out(batch_id, batch.status)
             time.sleep(policy.sleep_for(time.time()))
+
+    def _timed_out(self, batch_id: str, batch_status: str | None) -> NoReturn:
+        self._cancel_quietly(batch_id)
+        raise AirflowException(
+            f"Timed out waiting for batch {batch_id} (wait_timeout={self.wait_timeout}); the batch was still "
+            f"{batch_status or 'running'} and has been cancelled. This is a wait timeout, not a batch failure."
+        )
 
     def _finish(self, batch: dict[str, Any]) -> dict[str, Any]:
         status = batch["status"]
