@@ -49,3 +49,9 @@ BATCH_CANCELLED: Final = "batch_cancelled"
 
 # Batch-level error codes (``batch.errors.data[].code``) for a file the service refused.
 TOKEN_LIMIT_EXCEEDED: Final = "token_limit_exceeded"
+INVALID_JSON_LINE: Final = "invalid_json_line"
+DUPLICATE_CUSTOM_ID: Final = "duplicate_custom_id"
+URL_MISMATCH: Final = "url_mismatch"
+MODEL_MISMATCH: Final = "model_mismatch"
+EMPTY_FILE: Final = "empty_file"
+TOO_MANY_TASKS: Final = "too_many_tasks"
