@@ -20,8 +20,7 @@ def _emulator(parser: argparse.ArgumentParser) -> None:
 def _run_emulator(args: argparse.Namespace) -> int:
     from airflow_provider_openai_batch.emulator import run_from_args
 
-    run_from_args(args)
-    return 0
+    return run_from_args(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ FEEDBACK = os.environ.get(
 WORK_DIR = os.environ.get("OPENAI_BATCH_WORK_DIR", "/tmp/openai-batch")
 POLL_INTERVAL = float(os.environ.get("OPENAI_BATCH_POLL_INTERVAL", "60"))
 
-SYSTEM_PROMPT = "You classify customer feedback. Answer with exactly one word: positive, negative or neutral."
+SYSTEM_PROMPT = "You classify customer feedback by sentiment. Answer with one of: positive, negative, neutral."
 
 with DAG(
     dag_id="openai_batch_quickstart",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ _HOME = Path(os.environ.get("OPENAI_BATCH_TEST_AIRFLOW_HOME") or tempfile.mkdtem
 os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_hex(32))
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "example_dags")
 
 TEST_API_KEY = "sk-test-NEVER-LOG-THIS-0123456789"
@@ -43,9 +45,10 @@ def emulator() -> Iterator[object]:
         yield server
 
 
-@pytest.fixture
-def openai_conn(emulator, monkeypatch: pytest.MonkeyPatch) -> str:
+@pytest.fixture(scope="session")
+def openai_conn(emulator) -> Iterator[str]:
     """An ``openai_default`` connection pointing at the emulator, as Airflow reads it from the env."""
     conn = {"conn_type": "openai_batch", "host": emulator.base_url, "password": TEST_API_KEY}
-    monkeypatch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", json.dumps(conn))
-    return "openai_default"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", json.dumps(conn))
+        yield "openai_default"

@@ -1,0 +1,149 @@
+"""The hook against the emulator over real HTTP with the official client — no client mocks."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import openai
+import pytest
+
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from tests.conftest import TEST_API_KEY
+
+
+def request_line(custom_id: str, text: str = "hello") -> str:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], "max_tokens": 5}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body})
+
+
+@pytest.fixture
+def hook(openai_conn) -> OpenAIBatchHook:
+    return OpenAIBatchHook(conn_id=openai_conn)
+
+
+@pytest.fixture
+def input_file(tmp_path):
+    path = tmp_path / "requests.jsonl"
+    path.write_text("\n".join(request_line(f"r-{i}") for i in range(3)) + "\n")
+    return path
+
+
+def wait_terminal(hook: OpenAIBatchHook, batch_id: str, timeout: float = 10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        batch = hook.get_batch(batch_id)
+        if batch.status in ("completed", "failed", "expired", "cancelled"):
+            return batch
+        time.sleep(0.05)
+    raise AssertionError(f"batch {batch_id} did not finish")
+
+
+def test_test_connection_succeeds_against_the_emulator(hook, emulator):
+    ok, message = hook.test_connection()
+    assert ok, message
+    assert emulator.base_url.rstrip("/") in message
+
+
+def test_upload_streams_a_local_file_and_reads_back_metadata_and_content(hook, input_file, tmp_path):
+    uploaded = hook.upload_file(str(input_file))
+    assert uploaded.purpose == "batch"
+    assert uploaded.filename == "requests.jsonl"
+    assert hook.get_file(uploaded.id).bytes == input_file.stat().st_size
+    assert list(hook.iter_file_lines(uploaded.id)) == input_file.read_bytes().splitlines()
+    target = hook.download_file(uploaded.id, f"file://{tmp_path}/copy/requests.jsonl")
+    assert (tmp_path / "copy" / "requests.jsonl").read_bytes() == input_file.read_bytes()
+    assert str(target).endswith("copy/requests.jsonl")
+    assert hook.delete_file(uploaded.id) is True
+    with pytest.raises(openai.NotFoundError):
+        hook.get_file(uploaded.id)
+
+
+def test_create_batch_carries_metadata_and_completes(hook, input_file):
+    uploaded = hook.upload_file(input_file)
+    batch = hook.create_batch(
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        metadata={"job": "j1"},
+        output_expires_after_seconds=3600,
+    )
+    assert batch.metadata == {"job": "j1"}
+    done = wait_terminal(hook, batch.id)
+    assert done.status == "completed"
+    assert (done.request_counts.total, done.request_counts.completed) == (3, 3)
+    ids = sorted(json.loads(line)["custom_id"] for line in hook.iter_file_lines(done.output_file_id))
+    assert ids == ["r-0", "r-1", "r-2"]
+
+
+def test_list_batches_pages_through_everything_and_find_batch_matches_metadata(hook, input_file):
+    uploaded = hook.upload_file(input_file)
+    marker = f"find-{time.time_ns()}"
+    created = [
+        hook.create_batch(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", metadata={"marker": marker, "n": str(i)}
+        )
+        for i in range(5)
+    ]
+    listed = [b.id for b in hook.list_batches(page_size=2)]
+    assert {b.id for b in created} <= set(listed)
+    assert listed.index(created[-1].id) < listed.index(created[0].id)  # newest first
+    found = hook.find_batch({"marker": marker, "n": "3"})
+    assert found is not None
+    assert found.id == created[3].id
+    assert hook.find_batch({"marker": "nobody"}) is None
+
+
+def test_find_batch_stops_at_the_lookback_window(hook, input_file):
+    uploaded = hook.upload_file(input_file)
+    marker = f"old-{time.time_ns()}"
+    hook.create_batch(input_file_id=uploaded.id, endpoint="/v1/chat/completions", metadata={"marker": marker})
+    assert hook.find_batch({"marker": marker}, created_after=time.time() + 60) is None
+
+
+def test_cancel_batch(hook, input_file, emulator):
+    emulator.update_settings(in_progress_seconds=30)
+    try:
+        uploaded = hook.upload_file(input_file)
+        batch = hook.create_batch(input_file_id=uploaded.id, endpoint="/v1/chat/completions")
+        assert hook.cancel_batch(batch.id).status in ("cancelling", "cancelled")
+        assert wait_terminal(hook, batch.id).status == "cancelled"
+    finally:
+        emulator.update_settings(in_progress_seconds=0.05)
+
+
+def test_bad_key_fails_test_connection_without_echoing_any_key(openai_conn, emulator, monkeypatch):
+    emulator.update_settings(api_key="sk-the-only-valid-key")
+    try:
+        ok, message = OpenAIBatchHook(conn_id=openai_conn).test_connection()
+    finally:
+        emulator.update_settings(api_key=None)
+    assert not ok
+    assert "401" in message
+    assert TEST_API_KEY not in message
+    assert "sk-the-only-valid-key" not in message
+
+
+async def test_async_client_reads_the_same_connection(hook, input_file):
+    uploaded = hook.upload_file(input_file)
+    client = await hook.get_async_client()
+    async with client:
+        fetched = await client.files.retrieve(uploaded.id)
+    assert fetched.id == uploaded.id
+
+
+def test_azure_connection_builds_azure_clients(monkeypatch):
+    conn = {
+        "conn_type": "openai_batch",
+        "password": "k",
+        "extra": {"api_version": "2024-10-21", "azure_endpoint": "https://example.openai.azure.com"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AZURE_TEST", json.dumps(conn))
+    hook = OpenAIBatchHook(conn_id="azure_test")
+    assert isinstance(hook.client, openai.AzureOpenAI)
+
+
+def test_connection_of_the_official_openai_type_works(emulator, monkeypatch):
+    conn = {"conn_type": "openai", "host": emulator.base_url, "password": TEST_API_KEY}
+    monkeypatch.setenv("AIRFLOW_CONN_OFFICIAL", json.dumps(conn))
+    ok, _ = OpenAIBatchHook(conn_id="official").test_connection()
+    assert ok

@@ -1,0 +1,116 @@
+"""The trigger against the emulator: events are read with ``run().__anext__()`` as the triggerer would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+from tests.conftest import TEST_API_KEY
+
+
+def line(custom_id: str) -> str:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body})
+
+
+@pytest.fixture
+def batch_id(openai_conn, tmp_path) -> str:
+    path = tmp_path / "in.jsonl"
+    path.write_text(line("a") + "\n" + line("b") + "\n")
+    hook = OpenAIBatchHook(openai_conn)
+    return hook.create_batch(input_file_id=hook.upload_file(path).id, endpoint="/v1/chat/completions").id
+
+
+@pytest.fixture
+def no_retry_conn(emulator, monkeypatch) -> str:
+    """A connection whose client does not retry, so the trigger's own error budget is what is tested."""
+    conn = {
+        "conn_type": "openai_batch",
+        "host": emulator.base_url,
+        "password": TEST_API_KEY,
+        "extra": {"max_retries": 0},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_NO_RETRY", json.dumps(conn))
+    return "no_retry"
+
+
+async def first_event(trigger: OpenAIBatchTrigger, timeout: float = 10):
+    return (await asyncio.wait_for(trigger.run().__anext__(), timeout)).payload
+
+
+def test_serialize_round_trips_and_carries_no_secret():
+    trigger = OpenAIBatchTrigger("batch_1", "openai_default", poll_interval=5, deadline=1234.5)
+    path, kwargs = trigger.serialize()
+    assert path == "airflow_provider_openai_batch.triggers.batch.OpenAIBatchTrigger"
+    assert OpenAIBatchTrigger(**kwargs).serialize() == (path, kwargs)
+    assert kwargs["deadline"] == 1234.5
+    assert TEST_API_KEY not in json.dumps(kwargs)
+
+
+async def test_completed_batch_yields_its_summary(batch_id, openai_conn):
+    event = await first_event(OpenAIBatchTrigger(batch_id, openai_conn, poll_interval=0.05))
+    assert event["status"] == "completed"
+    assert event["batch_id"] == batch_id
+    assert event["batch"]["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
+    assert event["batch"]["output_file_id"]
+
+
+async def test_progress_is_logged_at_each_poll(batch_id, openai_conn, capsys):
+    # Airflow's structlog writes task and trigger logs to stdout outside a real triggerer.
+    await first_event(OpenAIBatchTrigger(batch_id, openai_conn, poll_interval=0.05))
+    progress = [line for line in capsys.readouterr().out.splitlines() if f"batch {batch_id}: " in line]
+    assert progress
+    assert "2 completed / 0 failed of 2 (100.0%), ETA" in progress[-1]
+
+
+async def test_deadline_in_the_past_yields_timeout(batch_id, openai_conn, emulator):
+    emulator.update_settings(in_progress_seconds=30)
+    try:
+        event = await first_event(OpenAIBatchTrigger(batch_id, openai_conn, poll_interval=0.05, deadline=time.time()))
+    finally:
+        emulator.update_settings(in_progress_seconds=0.05)
+    assert event["status"] == "timeout"
+
+
+async def test_unknown_batch_is_a_permanent_error(openai_conn):
+    event = await first_event(OpenAIBatchTrigger("batch_does_not_exist", openai_conn, poll_interval=0.05))
+    assert event["status"] == "error"
+    assert "404" in event["message"]
+
+
+async def test_persistent_server_errors_give_up_after_the_budget(batch_id, no_retry_conn, emulator):
+    emulator.update_settings(http_500_rate=1.0)
+    try:
+        event = await first_event(
+            OpenAIBatchTrigger(batch_id, no_retry_conn, poll_interval=0.01, max_consecutive_errors=3)
+        )
+    finally:
+        emulator.update_settings(http_500_rate=0.0)
+    assert event["status"] == "error"
+    assert event["message"].startswith("3 consecutive API errors")
+
+
+async def test_transient_errors_below_the_budget_are_tolerated(batch_id, no_retry_conn, emulator):
+    emulator.update_settings(http_429_rate=0.5, seed=3)
+    try:
+        event = await first_event(
+            OpenAIBatchTrigger(batch_id, no_retry_conn, poll_interval=0.01, max_consecutive_errors=20)
+        )
+    finally:
+        emulator.update_settings(http_429_rate=0.0)
+    assert event["status"] == "completed"
+
+
+async def test_on_kill_cancels_the_batch(batch_id, openai_conn, emulator):
+    emulator.update_settings(in_progress_seconds=30)
+    try:
+        await OpenAIBatchTrigger(batch_id, openai_conn).on_kill()
+        status = OpenAIBatchHook(openai_conn).get_batch(batch_id).status
+    finally:
+        emulator.update_settings(in_progress_seconds=0.05)
+    assert status in ("cancelling", "cancelled")
