@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,10 @@ from airflow_provider_openai_batch.operators.build import OpenAIBatchBuildOperat
 from tests.unit.operators.fakes import context
 
 MESSAGES = [{"role": "user", "content": "Sentiment of: {{ text }}"}]
+
+
+def local(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
 
 
 def build(tmp_path, records, **kwargs):
@@ -36,10 +41,10 @@ def test_build_writes_shards_and_manifest_and_returns_mappable_shard_list(tmp_pa
     assert pushed["summary"]["requests"] == 5
     assert pushed["summary"]["job_id"] == "job_.._1"  # a job id can never climb out of work_dir
     for shard in shards:
-        data = open(shard["path"].removeprefix("file://"), "rb").read()
+        data = local(shard["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == shard["sha256"]
         assert shard["path"].startswith(f"file://{tmp_path}/job_.._1/requests/")
-    manifest = Manifest.from_json(open(shards[0]["manifest"].removeprefix("file://"), "rb").read())
+    manifest = Manifest.from_json(local(shards[0]["manifest"]).read_bytes())
     assert manifest.requests == 5
     assert [s.sha256 for s in manifest.shards] == [s["sha256"] for s in shards]
 
@@ -55,7 +60,7 @@ def test_build_reads_a_csv_file_of_records(tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("id,text\na,hello\nb,world\n")
     shards, _ = build(tmp_path, str(source))
-    first = json.loads(open(shards[0]["path"].removeprefix("file://")).readline())
+    first = json.loads(local(shards[0]["path"]).read_text().splitlines()[0])
     assert first["custom_id"] == "a"
     assert first["body"]["messages"][0]["content"] == "Sentiment of: hello"
 

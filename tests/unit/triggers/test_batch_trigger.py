@@ -39,8 +39,8 @@ def no_retry_conn(emulator, monkeypatch) -> str:
     return "no_retry"
 
 
-async def first_event(trigger: OpenAIBatchTrigger, timeout: float = 10):
-    return (await asyncio.wait_for(trigger.run().__anext__(), timeout)).payload
+async def first_event(trigger: OpenAIBatchTrigger):
+    return (await asyncio.wait_for(trigger.run().__anext__(), 10)).payload
 
 
 def test_serialize_round_trips_and_carries_no_secret():
