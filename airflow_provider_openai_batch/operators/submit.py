@@ -14,14 +14,12 @@ from airflow_provider_openai_batch.core.limits import MAX_METADATA_PAIRS, TERMIN
 from airflow_provider_openai_batch.core.polling import PollPolicy, Progress
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.links.batch import OpenAIBatchLink
+from airflow_provider_openai_batch.operators.submission import idempotency_key, submit_shard
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.triggers.events import batch_summary, check_event
 
 if TYPE_CHECKING:
     from openai.types import Batch
-
-# Look for an earlier batch of the same shard among batches created this long ago at most.
-REATTACH_LOOKBACK = timedelta(days=3)
 
 
 class OpenAIBatchSubmitOperator(BaseOperator):
@@ -76,7 +74,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         return OpenAIBatchHook(conn_id=self.conn_id)
 
     def idempotency_key(self) -> str:
-        return f"{self.shard['job_id']}:{self.shard['sha256'][:32]}"
+        return idempotency_key(self.shard)
 
     def batch_metadata(self, context: Context) -> dict[str, str]:
         ti = context["ti"]
@@ -99,9 +97,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = self.hook
-        batch = self._existing_batch(hook) if self.reattach else None
-        if batch is None:
-            batch = self._create(hook, context)
+        batch = self._submit(hook, context)
         context["ti"].xcom_push(key="batch_id", value=batch.id)
         if batch.status in TERMINAL_STATUSES:
             return self._finish(batch_summary(batch))
@@ -132,32 +128,16 @@ class OpenAIBatchSubmitOperator(BaseOperator):
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _existing_batch(self, hook: OpenAIBatchHook) -> Batch | None:
-        created_after = time.time() - REATTACH_LOOKBACK.total_seconds()
-        batch = hook.find_batch({"idempotency_key": self.idempotency_key()}, created_after=created_after)
-        if batch is not None:
-            self._batch_id = batch.id
-            self.log.info("Re-attaching to batch %s (%s) created earlier for this shard", batch.id, batch.status)
-        return batch
-
-    def _create(self, hook: OpenAIBatchHook, context: Context) -> Batch:
-        path = self.shard["path"]
-        uploaded = hook.upload_file(path)
-        self.log.info(
-            "Uploaded %s as %s (%d requests, %d bytes)",
-            path,
-            uploaded.id,
-            self.shard["requests"],
-            uploaded.bytes,
-        )
-        batch = hook.create_batch(
-            input_file_id=uploaded.id,
-            endpoint=self.shard["endpoint"],
-            metadata=self.batch_metadata(context),
-            output_expires_after_seconds=self.output_expires_after,
+    def _submit(self, hook: OpenAIBatchHook, context: Context) -> Batch:
+        batch = submit_shard(
+            hook,
+            self.shard,
+            self.batch_metadata(context),
+            reattach=self.reattach,
+            output_expires_after=self.output_expires_after,
+            log=self.log,
         )
         self._batch_id = batch.id
-        self.log.info("Created batch %s for shard %s of job %s", batch.id, self.shard["index"], self.shard["job_id"])
         return batch
 
     def _deadline(self) -> float | None:
