@@ -26,8 +26,8 @@ def test_second_call_reattaches_instead_of_creating(hook, tmp_path):
     first = submit_shard(hook, shard, {"custom": "1"})
     again = submit_shard(hook, shard, {"custom": "1"})
     assert again.id == first.id
-    assert first.metadata[IDEMPOTENCY_KEY] == idempotency_key(shard)
-    assert first.metadata["custom"] == "1"
+    tags = first.metadata or {}
+    assert (tags[IDEMPOTENCY_KEY], tags["custom"]) == (idempotency_key(shard), "1")
     assert len(batches_with_key(idempotency_key(shard))) == 1
 
 
