@@ -1,0 +1,22 @@
+"""Batch input lines and their per-endpoint bodies as strict ``msgspec`` structs.
+
+The structs follow the ``openai`` package's request TypedDicts key for key (a unit test compares
+them, so an ``openai`` upgrade that adds or drops a parameter fails loudly); unknown keys and
+wrong types are errors. Nothing here imports ``openai`` or Airflow: decoding must stay cheap.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_openai_batch.core.bodies.endpoints import RULES_BY_LINE_TYPE, RULES_BY_URL, EndpointRules
+from airflow_provider_openai_batch.core.bodies.line import ENVELOPE_KEYS, Line, RequestLine
+from airflow_provider_openai_batch.core.bodies.schemas import SchemaChecker
+
+__all__ = [
+    "ENVELOPE_KEYS",
+    "RULES_BY_LINE_TYPE",
+    "RULES_BY_URL",
+    "EndpointRules",
+    "Line",
+    "RequestLine",
+    "SchemaChecker",
+]

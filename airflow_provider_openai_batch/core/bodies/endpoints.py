@@ -1,0 +1,46 @@
+"""One table from each batch endpoint to its line struct, body struct and extra checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+from airflow_provider_openai_batch.core.bodies import checks, line
+
+
+@dataclass(frozen=True)
+class EndpointRules:
+    """How lines for one ``url`` are checked."""
+
+    url: str
+    line_type: type[line.Line]
+    body_type: type[msgspec.Struct]
+    check: checks.Check
+    counts_inputs: bool = False
+
+    def body_decoder(self) -> msgspec.json.Decoder:
+        """A decoder for the body alone, used to explain a line the fast path rejected."""
+        return msgspec.json.Decoder(self.body_type)
+
+
+def _rules(line_type: type[line.Line], check: checks.Check, counts_inputs: bool = False) -> EndpointRules:
+    url = line_type.__struct_config__.tag
+    body_type = next(field.type for field in msgspec.structs.fields(line_type) if field.name == "body")
+    return EndpointRules(str(url), line_type, body_type, check, counts_inputs)
+
+
+_ALL: Final = (
+    _rules(line.ResponsesLine, checks.check_responses),
+    _rules(line.ChatLine, checks.check_chat),
+    _rules(line.EmbeddingsLine, checks.check_embeddings, counts_inputs=True),
+    _rules(line.CompletionsLine, checks.check_completions),
+    _rules(line.ModerationsLine, checks.check_moderations),
+    _rules(line.ImageGenerationsLine, checks.check_images),
+    _rules(line.ImageEditsLine, checks.check_loose),
+    _rules(line.VideosLine, checks.check_loose),
+)
+RULES_BY_URL: Final[Mapping[str, EndpointRules]] = {rules.url: rules for rules in _ALL}
+RULES_BY_LINE_TYPE: Final[Mapping[type, EndpointRules]] = {rules.line_type: rules for rules in _ALL}
