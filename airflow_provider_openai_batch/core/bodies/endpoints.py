@@ -19,23 +19,22 @@ class EndpointRules:
     line_type: type[line.Line]
     body_type: type[msgspec.Struct]
     check: checks.Check
-    counts_inputs: bool = False
 
     def body_decoder(self) -> msgspec.json.Decoder:
         """A decoder for the body alone, used to explain a line the fast path rejected."""
         return msgspec.json.Decoder(self.body_type)
 
 
-def _rules(line_type: type[line.Line], check: checks.Check, counts_inputs: bool = False) -> EndpointRules:
+def _rules(line_type: type[line.Line], check: checks.Check) -> EndpointRules:
     url = line_type.__struct_config__.tag
     body_type = next(field.type for field in msgspec.structs.fields(line_type) if field.name == "body")
-    return EndpointRules(str(url), line_type, body_type, check, counts_inputs)
+    return EndpointRules(str(url), line_type, body_type, check)
 
 
 _ALL: Final = (
     _rules(line.ResponsesLine, checks.check_responses),
     _rules(line.ChatLine, checks.check_chat),
-    _rules(line.EmbeddingsLine, checks.check_embeddings, counts_inputs=True),
+    _rules(line.EmbeddingsLine, checks.check_embeddings),
     _rules(line.CompletionsLine, checks.check_completions),
     _rules(line.ModerationsLine, checks.check_moderations),
     _rules(line.ImageGenerationsLine, checks.check_images),
