@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,12 +15,19 @@ from pathlib import Path
 import pytest
 
 # Airflow reads its configuration on first import: point it at a private home before that.
+_OWN_HOME = not os.environ.get("OPENAI_BATCH_TEST_AIRFLOW_HOME")
 _HOME = Path(os.environ.get("OPENAI_BATCH_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="openai-batch-airflow-"))
 os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
 os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", secrets.token_hex(32))
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parents[1] / "example_dags")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _OWN_HOME:
+        shutil.rmtree(_HOME, ignore_errors=True)
+
 
 TEST_API_KEY = "sk-test-NEVER-LOG-THIS-0123456789"
 
