@@ -6,10 +6,11 @@ original deadline (a monotonic clock restarts with the process).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
+from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES, TOKEN_LIMIT_EXCEEDED
 
 Decision = Literal["wait", "done", "timeout", "give_up"]
 
@@ -46,6 +47,17 @@ class PollPolicy:
         if self.deadline is not None:
             delay = min(delay, max(self.deadline - now, 0.0))
         return delay
+
+
+def token_limited(status: str, errors: Iterable[Mapping[str, Any]]) -> bool:
+    """
+    True when OpenAI refused a batch only because too many tokens were already enqueued.
+
+    Such a batch never started and was not billed; the same file succeeds once earlier batches of
+    the model finish, so it calls for waiting and resubmitting, not for failing the task.
+    """
+    codes = {error.get("code") for error in errors}
+    return status == "failed" and codes == {TOKEN_LIMIT_EXCEEDED}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,15 @@ PathLike = str | ObjectStoragePath
 
 CHUNK_SIZE = 1024 * 1024
 
+# Failures worth another status read: the network, throttling, the service's own errors, timeouts.
+# Other 4xx (unknown batch, bad key, no permission) will not heal by waiting.
+TRANSIENT_ERRORS: tuple[type[openai.APIError], ...] = (
+    openai.APIConnectionError,
+    openai.RateLimitError,
+    openai.InternalServerError,
+    openai.APITimeoutError,
+)
+
 
 def as_storage_path(path: PathLike) -> ObjectStoragePath:
     """Accept a plain local path as well as any ``ObjectStoragePath`` URI (s3://, file://, …)."""

@@ -62,6 +62,42 @@ def submit_shard(
     return create(hook, shard, metadata, output_expires_after=output_expires_after, log=log)
 
 
+def attempt_key(shard: Mapping[str, Any], attempt: int) -> str:
+    """The key of the ``attempt``-th resubmission of a shard (0: the first submission)."""
+    base = idempotency_key(shard)
+    return base if attempt == 0 else f"{base}:resubmit{attempt}"
+
+
+def resubmit(
+    hook: OpenAIBatchHook,
+    previous: Batch,
+    metadata: Mapping[str, str],
+    *,
+    output_expires_after: int | None = None,
+    log: Any = None,
+) -> Batch:
+    """
+    Find-or-create a batch over the same input file as ``previous`` under ``metadata``'s key.
+
+    Used after OpenAI refused a batch for its enqueued-token limit: the uploaded file is still
+    there, so it is not uploaded again, and the lookup keeps a retried task from creating twice.
+    """
+    log = log or _LOG
+    key = metadata[IDEMPOTENCY_KEY]
+    found = find_existing(hook, key)
+    if found is not None:
+        log.info("Re-attaching to batch %s (%s) already resubmitted as %s", found.id, found.status, key)
+        return found
+    batch = hook.create_batch(
+        input_file_id=previous.input_file_id,
+        endpoint=previous.endpoint,
+        metadata=metadata,
+        output_expires_after_seconds=output_expires_after,
+    )
+    log.info("Resubmitted the file of batch %s as batch %s", previous.id, batch.id)
+    return batch
+
+
 def find_existing(hook: OpenAIBatchHook, key: str) -> Batch | None:
     """The newest batch tagged with ``key`` among those created within ``REATTACH_LOOKBACK``."""
     created_after = time.time() - REATTACH_LOOKBACK.total_seconds()

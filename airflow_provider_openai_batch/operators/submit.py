@@ -4,22 +4,39 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import openai
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
+from airflow.sdk.exceptions import AirflowException, TaskDeferralTimeout
 
 from airflow_provider_openai_batch.core.limits import MAX_METADATA_PAIRS, TERMINAL_STATUSES
-from airflow_provider_openai_batch.core.polling import PollPolicy, Progress
-from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.core.polling import PollPolicy, Progress, token_limited
+from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
 from airflow_provider_openai_batch.links.batch import OpenAIBatchLink
-from airflow_provider_openai_batch.operators.submission import idempotency_key, submit_shard
+from airflow_provider_openai_batch.operators.submission import (
+    IDEMPOTENCY_KEY,
+    attempt_key,
+    find_existing,
+    idempotency_key,
+    resubmit,
+    submit_shard,
+)
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
-from airflow_provider_openai_batch.triggers.events import batch_summary, check_event
+from airflow_provider_openai_batch.triggers.events import batch_summary, check_event, failure_message
 
 if TYPE_CHECKING:
     from openai.types import Batch
+
+# The task state store key holding ``{"batch_id": ..., "attempt": ...}`` for this task instance.
+# Airflow keeps it across retries and clears of the task within a DAG run.
+STATE_KEY = "openai_batch"
+# Airflow's own deferral timeout fires this long after ``wait_timeout``: the trigger reports the
+# timeout itself first; this is the backstop for a wait no triggerer is running.
+DEFERRAL_TIMEOUT_GRACE = timedelta(minutes=5)
 
 
 class OpenAIBatchSubmitOperator(BaseOperator):
@@ -27,13 +44,18 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     Upload one shard, create its batch, and wait until it ends — deferred by default.
 
     The batch carries metadata (dag, task, run, map index and an idempotency key made of the job
-    id and the shard's sha256). Before creating anything the operator looks for a batch with the
-    same key, so a retry, a cleared task or a restarted worker re-attaches to the batch already
-    billed. To force a new batch on purpose, change ``job_id`` or pass ``reattach=False``.
+    id and the shard's sha256). Before creating anything the operator looks for the batch it
+    already made: first in Airflow's task state store (kept across retries and clears of the task
+    in a DAG run), then among recent batches by idempotency key. So a retry, a cleared task or a
+    killed worker re-attaches to the batch already billed. To force a new batch on purpose, change
+    ``job_id`` (a new DAG run does) or pass ``reattach=False``.
 
-    Returns (XCom) the batch's summary: ids, status, counts, usage — never results.
+    A batch OpenAI refuses for its enqueued-token limit is resubmitted after ``token_limit_wait``,
+    at most ``token_limit_resubmits`` times, instead of failing the task.
 
-    :param shard: one entry of the build task's ``shards`` XCom (use ``.expand(shard=...)``).
+    Returns (XCom) ``{"shard": ..., "batch": ...}``: ids, status, counts, usage — never results.
+
+    :param shard: one entry of the build task's return value (use ``.expand(shard=...)``).
     :param conn_id: the OpenAI connection.
     :param deferrable: wait on the triggerer (default) instead of holding a worker slot.
     :param poll_interval: seconds between status reads.
@@ -41,6 +63,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     :param metadata: extra metadata pairs to tag the batch with.
     :param output_expires_after: seconds after which OpenAI deletes the output files.
     :param reattach: look for this shard's earlier batch before creating one.
+    :param token_limit_resubmits: resubmissions after a ``token_limit_exceeded`` refusal.
+    :param token_limit_wait: the wait before each of them.
+    :param max_consecutive_errors: transient API errors in a row tolerated while waiting.
     """
 
     template_fields: Sequence[str] = ("shard", "metadata")
@@ -57,6 +82,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         metadata: Mapping[str, str] | None = None,
         output_expires_after: int | None = None,
         reattach: bool = True,
+        token_limit_resubmits: int = 3,
+        token_limit_wait: timedelta = timedelta(minutes=10),
+        max_consecutive_errors: int = 5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -68,6 +96,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         self.metadata = dict(metadata or {})
         self.output_expires_after = output_expires_after
         self.reattach = reattach
+        self.token_limit_resubmits = token_limit_resubmits
+        self.token_limit_wait = token_limit_wait
+        self.max_consecutive_errors = max_consecutive_errors
 
     @property
     def hook(self) -> OpenAIBatchHook:
@@ -76,7 +107,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     def idempotency_key(self) -> str:
         return idempotency_key(self.shard)
 
-    def batch_metadata(self, context: Context) -> dict[str, str]:
+    def batch_metadata(self, context: Context, attempt: int = 0) -> dict[str, str]:
         ti = context["ti"]
         base = {
             "airflow_dag_id": ti.dag_id,
@@ -85,7 +116,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             "airflow_map_index": str(ti.map_index),
             "openai_batch_job": str(self.shard["job_id"]),
             "openai_batch_shard": str(self.shard["index"]),
-            "idempotency_key": self.idempotency_key(),
+            IDEMPOTENCY_KEY: attempt_key(self.shard, attempt),
         }
         merged = {**{k: str(v) for k, v in self.metadata.items()}, **base}
         if len(merged) > MAX_METADATA_PAIRS:
@@ -95,40 +126,70 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             )
         return {k[:64]: v[:512] for k, v in merged.items()}
 
+    # -- entry points -----------------------------------------------------------------------
+
     def execute(self, context: Context) -> dict[str, Any]:
         hook = self.hook
-        batch = self._submit(hook, context)
-        context["ti"].xcom_push(key="batch_id", value=batch.id)
-        if batch.status in TERMINAL_STATUSES:
-            return self._finish(batch_summary(batch))
-        if self.deferrable:
-            self.defer(
-                trigger=OpenAIBatchTrigger(
-                    batch_id=batch.id,
-                    conn_id=self.conn_id,
-                    poll_interval=self.poll_interval,
-                    deadline=self._deadline(),
-                ),
-                method_name="execute_complete",
-            )
-        return self._finish(self._wait_here(hook, batch.id))
+        batch, attempt = self._attach_or_submit(hook, context)
+        return self._follow(context, hook, batch, attempt, self._deadline())
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        attempt: int = 0,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
         event = check_event(event)
         if event["status"] == "timeout":
             self._timed_out(event["batch_id"], event.get("batch_status"))
         if event["status"] == "error":
             raise AirflowException(f"Lost track of batch {event['batch_id']}: {event['message']}")
-        return self._finish(event["batch"])
+        return self._on_end(context, event["batch"], attempt, deadline)
+
+    def resubmit(
+        self,
+        context: Context,
+        event: Any = None,
+        attempt: int = 1,
+        deadline: float | None = None,
+        previous_batch_id: str = "",
+    ) -> dict[str, Any]:
+        """Resumed after the token-limit wait: the same file again, under this attempt's key."""
+        hook = self.hook
+        batch = resubmit(
+            hook,
+            hook.get_batch(previous_batch_id),
+            self.batch_metadata(context, attempt),
+            output_expires_after=self.output_expires_after,
+            log=self.log,
+        )
+        return self._follow(context, hook, batch, attempt, deadline)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Airflow's deferral timeout (the backstop of ``wait_timeout``) cancels the batch before failing."""
+        failure = (next_kwargs or {}).get("error")
+        if next_method == TRIGGER_FAIL_REPR and failure == TriggerFailureReason.TRIGGER_TIMEOUT:
+            batch_id = self._recorded_batch_id(context)
+            if batch_id:
+                self._cancel_quietly(batch_id)
+            raise TaskDeferralTimeout(self._timeout_message(batch_id, None))
+        return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
+        """Killed on the worker (non-deferrable wait, or between submit and defer): stop the batch."""
         batch_id = getattr(self, "_batch_id", None)
         if batch_id:
             self._cancel_quietly(batch_id)
 
-    # -- steps ------------------------------------------------------------------------------
+    # -- finding and remembering the batch --------------------------------------------------
 
-    def _submit(self, hook: OpenAIBatchHook, context: Context) -> Batch:
+    def _attach_or_submit(self, hook: OpenAIBatchHook, context: Context) -> tuple[Batch, int]:
+        recorded = self._recorded(context) if self.reattach else None
+        if recorded is not None:
+            batch = self._recorded_batch(hook, *recorded)
+            if batch is not None:
+                return batch, recorded[1]
         batch = submit_shard(
             hook,
             self.shard,
@@ -137,17 +198,98 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             output_expires_after=self.output_expires_after,
             log=self.log,
         )
-        self._batch_id = batch.id
+        return batch, 0
+
+    def _recorded(self, context: Context) -> tuple[str, int] | None:
+        store = context.get("task_state_store")
+        value = store.get(STATE_KEY) if store is not None else None
+        if not isinstance(value, dict):
+            return None
+        batch_id, attempt = value.get("batch_id"), value.get("attempt", 0)
+        if isinstance(batch_id, str) and isinstance(attempt, int):
+            return batch_id, attempt
+        return None
+
+    def _recorded_batch(self, hook: OpenAIBatchHook, batch_id: str, attempt: int) -> Batch | None:
+        """The batch the task state names, if it still exists and belongs to this very shard."""
+        try:
+            batch = hook.get_batch(batch_id)
+        except openai.NotFoundError:
+            self.log.warning("Batch %s recorded in the task state no longer exists", batch_id)
+            return None
+        if (batch.metadata or {}).get(IDEMPOTENCY_KEY) != attempt_key(self.shard, attempt):
+            self.log.info("Batch %s recorded in the task state is for another job or file; not re-using it", batch_id)
+            return None
+        self.log.info("Re-attaching to batch %s (%s) recorded in the task state", batch.id, batch.status)
         return batch
+
+    def _remember(self, context: Context, batch_id: str, attempt: int) -> None:
+        """Record the batch before waiting, so a retry or the extra link finds it."""
+        self._batch_id = batch_id
+        context["ti"].xcom_push(key="batch_id", value=batch_id)
+        store = context.get("task_state_store")
+        if store is not None:
+            store.set(STATE_KEY, {"batch_id": batch_id, "attempt": attempt})
+
+    def _recorded_batch_id(self, context: Context) -> str | None:
+        recorded = self._recorded(context)
+        if recorded is not None:
+            return recorded[0]
+        ti = context["ti"]
+        value = ti.xcom_pull(task_ids=ti.task_id, key="batch_id", map_indexes=ti.map_index)
+        return value if isinstance(value, str) else None
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def _follow(
+        self, context: Context, hook: OpenAIBatchHook, batch: Batch, attempt: int, deadline: float | None
+    ) -> dict[str, Any]:
+        """Remember the batch, then act on its end — now if it has ended, else after waiting."""
+        self._remember(context, batch.id, attempt)
+        if batch.status in TERMINAL_STATUSES:
+            return self._on_end(context, batch_summary(batch), attempt, deadline)
+        if self.deferrable:
+            self.defer(
+                trigger=OpenAIBatchTrigger(
+                    batch_id=batch.id,
+                    conn_id=self.conn_id,
+                    poll_interval=self.poll_interval,
+                    deadline=deadline,
+                    max_consecutive_errors=self.max_consecutive_errors,
+                ),
+                method_name="execute_complete",
+                kwargs={"attempt": attempt, "deadline": deadline},
+                timeout=self._deferral_timeout(deadline),
+            )
+        return self._on_end(context, self._wait_here(hook, batch.id, deadline), attempt, deadline)
 
     def _deadline(self) -> float | None:
         return None if self.wait_timeout is None else time.time() + self.wait_timeout.total_seconds()
 
-    def _wait_here(self, hook: OpenAIBatchHook, batch_id: str) -> dict[str, Any]:
+    def _deferral_timeout(self, deadline: float | None) -> timedelta | None:
+        if deadline is None:
+            return None
+        grace = max(DEFERRAL_TIMEOUT_GRACE, timedelta(seconds=2 * self.poll_interval))
+        return timedelta(seconds=max(deadline - time.time(), 0.0)) + grace
+
+    def _wait_here(self, hook: OpenAIBatchHook, batch_id: str, deadline: float | None) -> dict[str, Any]:
         """The non-deferrable wait: the same policy as the trigger, on the worker."""
-        policy = PollPolicy(self.poll_interval, self._deadline())
+        policy = PollPolicy(self.poll_interval, deadline, self.max_consecutive_errors)
+        errors = 0
         while True:
-            batch = hook.get_batch(batch_id)
+            try:
+                batch = hook.get_batch(batch_id)
+            except TRANSIENT_ERRORS as err:
+                errors += 1
+                self.log.warning("Reading batch %s failed (%d in a row): %s", batch_id, errors, err)
+                decision = policy.after_error(errors, time.time())
+                if decision == "give_up":
+                    raise AirflowException(f"Lost track of batch {batch_id}: {errors} consecutive API errors") from err
+                if decision == "timeout":
+                    self._timed_out(batch_id, None)
+                time.sleep(policy.sleep_for(time.time(), errors))
+                continue
+            errors = 0
             self.log.info(Progress.from_batch(batch).line(time.time()))
             decision = policy.after_status(batch.status, time.time())
             if decision == "done":
@@ -156,17 +298,63 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 self._timed_out(batch_id, batch.status)
             time.sleep(policy.sleep_for(time.time()))
 
+    # -- endings ----------------------------------------------------------------------------
+
+    def _on_end(self, context: Context, batch: dict[str, Any], attempt: int, deadline: float | None) -> dict[str, Any]:
+        if token_limited(batch["status"], batch.get("errors") or []):
+            if attempt < self.token_limit_resubmits:
+                return self._after_token_limit(context, batch, attempt, deadline)
+            raise AirflowException(
+                f"Batch {batch['id']} was refused {attempt + 1} time(s) for OpenAI's enqueued-token limit "
+                f"({(batch.get('errors') or [{}])[0].get('message')}). Run fewer batches of this model at once "
+                "(a pool with include_deferred), or raise token_limit_resubmits / token_limit_wait."
+            )
+        return self._finish(batch)
+
+    def _after_token_limit(
+        self, context: Context, batch: dict[str, Any], attempt: int, deadline: float | None
+    ) -> dict[str, Any]:
+        """Wait for earlier batches to drain the token queue, then submit the same file again."""
+        hook = self.hook
+        following = attempt + 1
+        if self.reattach and (existing := find_existing(hook, attempt_key(self.shard, following))) is not None:
+            self.log.info("Batch %s was already resubmitted as %s", batch["id"], existing.id)
+            return self._follow(context, hook, existing, following, deadline)
+        resume_at = time.time() + self.token_limit_wait.total_seconds()
+        if deadline is not None and resume_at >= deadline:
+            raise AirflowException(
+                f"Batch {batch['id']} was refused for OpenAI's enqueued-token limit and wait_timeout="
+                f"{self.wait_timeout} ends before the next resubmission; this is a wait timeout, not a batch failure."
+            )
+        self.log.warning(
+            "Batch %s was refused for OpenAI's enqueued-token limit; resubmitting the same file in %s (%d of %d)",
+            batch["id"],
+            self.token_limit_wait,
+            following,
+            self.token_limit_resubmits,
+        )
+        kwargs = {"attempt": following, "deadline": deadline, "previous_batch_id": batch["id"]}
+        if self.deferrable:
+            moment = datetime.fromtimestamp(resume_at, tz=UTC)
+            self.defer(trigger=DateTimeTrigger(moment=moment), method_name="resubmit", kwargs=kwargs)
+        time.sleep(max(resume_at - time.time(), 0.0))
+        return self.resubmit(context, None, following, deadline, batch["id"])
+
     def _timed_out(self, batch_id: str, batch_status: str | None) -> NoReturn:
         self._cancel_quietly(batch_id)
-        raise AirflowException(
-            f"Timed out waiting for batch {batch_id} (wait_timeout={self.wait_timeout}); the batch was still "
-            f"{batch_status or 'running'} and has been cancelled. This is a wait timeout, not a batch failure."
+        raise AirflowException(self._timeout_message(batch_id, batch_status))
+
+    def _timeout_message(self, batch_id: str | None, batch_status: str | None) -> str:
+        return (
+            f"Timed out waiting for batch {batch_id or '(unknown)'} (wait_timeout={self.wait_timeout}); the batch "
+            f"was still {batch_status or 'running'} and has been cancelled. This is a wait timeout, not a batch "
+            "failure: finished requests are in its output file."
         )
 
     def _finish(self, batch: dict[str, Any]) -> dict[str, Any]:
         status = batch["status"]
         if status == "failed":
-            raise AirflowException(_failure_message(batch, self.shard))
+            raise AirflowException(failure_message(batch, self.shard.get("path")))
         counts = batch.get("request_counts") or {}
         self.log.info(
             "Batch %s ended %s: %s completed, %s failed of %s",
@@ -176,6 +364,8 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             counts.get("failed"),
             counts.get("total"),
         )
+        if status in ("expired", "cancelled"):
+            self.log.warning("Batch %s %s: its finished requests are passed on; the rest are not", batch["id"], status)
         return {"shard": dict(self.shard), "batch": batch}
 
     def _cancel_quietly(self, batch_id: str) -> None:
@@ -184,17 +374,3 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             self.log.info("Cancelled batch %s", batch_id)
         except Exception as err:  # cancelling is best effort; the original failure matters more
             self.log.warning("Could not cancel batch %s: %s", batch_id, err)
-
-
-def _failure_message(batch: Mapping[str, Any], shard: Mapping[str, Any]) -> str:
-    errors = batch.get("errors") or []
-    lines = [
-        f"  {shard.get('path')}:{e['line']}: [{e.get('code')}] {e.get('message')}"
-        if e.get("line")
-        else f"  [{e.get('code')}] {e.get('message')}"
-        for e in errors
-    ]
-    more = batch.get("errors_total", len(errors)) - len(errors)
-    if more > 0:
-        lines.append(f"  ... and {more} more")
-    return f"Batch {batch['id']} failed with {batch.get('errors_total', len(errors))} error(s):\n" + "\n".join(lines)

@@ -11,16 +11,8 @@ import openai
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openai_batch.core.polling import PollPolicy, Progress
-from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
 from airflow_provider_openai_batch.triggers.events import batch_event, error_event, timeout_event
-
-# Failures worth another poll: the network, throttling, the service's own errors and timeouts.
-TRANSIENT_ERRORS = (
-    openai.APIConnectionError,
-    openai.RateLimitError,
-    openai.InternalServerError,
-    openai.APITimeoutError,
-)
 
 
 class OpenAIBatchTrigger(BaseTrigger):
@@ -123,5 +115,5 @@ class OpenAIBatchTrigger(BaseTrigger):
             try:
                 batch = await client.batches.cancel(self.batch_id)
                 self.log.info("Cancelled batch %s on kill (now %s)", self.batch_id, batch.status)
-            except openai.APIStatusError as err:
-                self.log.warning("Could not cancel batch %s on kill: HTTP %s", self.batch_id, err.status_code)
+            except openai.APIError as err:  # already ended (409), gone, or unreachable: nothing left to stop
+                self.log.warning("Could not cancel batch %s on kill: %s", self.batch_id, err)

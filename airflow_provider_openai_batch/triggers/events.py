@@ -56,3 +56,18 @@ def check_event(event: Any) -> dict[str, Any]:
     if not isinstance(event, dict) or event.get("status") not in KNOWN_EVENT_STATUSES or not event.get("batch_id"):
         raise ValueError(f"unexpected trigger event: {event!r}")
     return event
+
+
+def failure_message(batch: dict[str, Any], path: str | None = None) -> str:
+    """A failed batch's errors, one per line, as ``path:line: [code] message`` when OpenAI gave a line."""
+    errors = batch.get("errors") or []
+    total = batch.get("errors_total", len(errors))
+    lines = [
+        f"  {path or 'line'}:{e['line']}: [{e.get('code')}] {e.get('message')}"
+        if e.get("line")
+        else f"  [{e.get('code')}] {e.get('message')}"
+        for e in errors
+    ]
+    if total > len(errors):
+        lines.append(f"  ... and {total - len(errors)} more")
+    return f"Batch {batch['id']} failed with {total} error(s):\n" + "\n".join(lines)

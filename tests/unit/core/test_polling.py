@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_openai_batch.core.polling import PollPolicy, Progress
+from airflow_provider_openai_batch.core.polling import PollPolicy, Progress, token_limited
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "expired", "cancelled"])
@@ -44,3 +44,11 @@ def test_progress_line_has_counts_percent_and_eta():
 def test_progress_without_counts_has_no_eta():
     batch = SimpleNamespace(id="b", status="validating", in_progress_at=None, request_counts=None)
     assert Progress.from_batch(batch).line(now=5).endswith("of 0 (0.0%), ETA unknown")
+
+
+def test_only_a_pure_token_limit_refusal_calls_for_a_resubmission():
+    limit = {"code": "token_limit_exceeded", "message": "Enqueued token limit reached"}
+    assert token_limited("failed", [limit])
+    assert not token_limited("failed", [limit, {"code": "invalid_json_line", "line": 3}])
+    assert not token_limited("failed", [])
+    assert not token_limited("completed", [limit])
