@@ -1,0 +1,48 @@
+"""Who may see which batches: a batch is shown only to a user who may read its DAG.
+
+The page is mounted on Airflow's api-server, where plugin apps get no authentication of their
+own; without this check anyone reaching the server would see every DAG's batches and costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from fastapi import Request
+
+DagIdFilter = Callable[[set[str]], set[str]]
+
+
+class DagAccess(Protocol):
+    """Authenticates a request and returns the filter keeping the DAG ids its user may read.
+
+    Raises ``fastapi.HTTPException`` (401/403) when the request carries no valid identity.
+    """
+
+    async def dag_filter(self, request: Request) -> DagIdFilter: ...
+
+
+class AirflowDagAccess:
+    """Airflow's own identity (the UI's session cookie or a bearer token) and its auth manager's rules."""
+
+    async def dag_filter(self, request: Request) -> DagIdFilter:
+        from airflow.api_fastapi.app import get_auth_manager
+        from airflow.api_fastapi.core_api.security import get_user
+
+        user = await get_user(request, None, _bearer(request))
+        manager = get_auth_manager()
+
+        def readable(dag_ids: set[str]) -> set[str]:
+            return set(manager.filter_authorized_dag_ids(dag_ids=dag_ids, user=user, method="GET"))
+
+        return readable
+
+
+def _bearer(request: Request):  # -> HTTPAuthorizationCredentials | None
+    from fastapi.security import HTTPAuthorizationCredentials
+
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return HTTPAuthorizationCredentials(scheme=scheme, credentials=token.strip())
