@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: venv test lint demo clean
+.PHONY: venv chromium test lint demo clean
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -23,7 +23,11 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 venv: $(VENV)/.synced
 
-test: venv
+# Debian's chromium for the browser test (installed only as root when missing; never a download by playwright).
+chromium:
+	@sh scripts/install_chromium.sh
+
+test: venv chromium
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: venv

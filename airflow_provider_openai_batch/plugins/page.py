@@ -41,7 +41,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(usd=usd, count=count, when=iso_time)
+    env.filters.update(usd=usd, count=count, moment=moment)
     env.globals.update(task_instance_url=task_instance_url, status_class=status_class)
     return env
 
@@ -97,6 +97,12 @@ def usd(value: float | None) -> str:
     if value is None:
         return "—"
     return f"${value:,.2f}" if value >= 100 else f"${value:.6f}" if value < 0.01 else f"${value:,.4f}"
+
+
+def moment(epoch: float | None) -> str:
+    """A UTC time for a table cell (the column header says UTC)."""
+    shown = iso_time(epoch)
+    return "—" if shown is None else shown.removesuffix(" UTC")
 
 
 def count(value: Any) -> str:

@@ -187,7 +187,7 @@ def test_estimates_recorded_by_airflow_fill_the_estimated_cost(connections, seed
     assert rows[seeded.ids["a0"]]["estimated_cost_usd"] is None
     assert {("dag_a", "run_1")} in records.runs_asked
     page = client.get("/", params={"dag_id": "dag_a"}).text
-    assert "est. $0.0123" in page
+    assert "estimated $0.0123" in page
 
 
 def test_task_instance_view_shows_that_task_instances_batches(client, seeded):
