@@ -17,6 +17,7 @@ import base64
 import functools
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import types
@@ -195,6 +196,91 @@ def _text_counter(name: EncodingName) -> _TextCounter:
         return len(encode(text))
 
     return count
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-record text of a templated job, in bulk
+# ---------------------------------------------------------------------------------------------
+
+TokenEstimate = Literal["exact", "sample"]
+# ``sample``: the first records, and every SAMPLE_EVERY-th after them, are encoded with tiktoken.
+SAMPLE_EXACT_FIRST: Final = 10_000
+SAMPLE_EVERY: Final = 100
+
+
+class TextTokenCounter:
+    """Tokens of the strings rendered from records (one column of a chunk at a time).
+
+    Encoding is the one cost of an estimate that grows with the text (measured here: about 3.5M
+    tokens/s, so some 10 µs for a 40-token review, against ~1 µs to build its request line). So:
+
+    - ``exact``: every string is encoded with tiktoken.
+    - ``sample``: the strings of the first ``SAMPLE_EXACT_FIRST`` records and of every
+      ``SAMPLE_EVERY``-th record after them are encoded; each other string is estimated from its
+      length at the tokens per character measured so far on the encoded ones, kept apart for
+      ASCII and other text (the ratio differs several-fold between scripts). A job of up to
+      10,000 records is therefore counted exactly.
+
+    ``exact_strings`` and ``estimated_strings`` say how the total was reached.
+    """
+
+    def __init__(self, model: str | None, mode: TokenEstimate = "exact") -> None:
+        if mode not in get_args(TokenEstimate):
+            raise OpenAIBatchInputError(f"token_estimate must be one of {get_args(TokenEstimate)}, got {mode!r}")
+        self.mode = mode
+        self._encode = get_encoding(encoding_name_for_model(model)).encode_ordinary
+        self.exact_strings = 0
+        self.estimated_strings = 0
+        # Tokens and characters encoded so far, [other text, ASCII text].
+        self._tokens = [0, 0]
+        self._chars = [0, 0]
+
+    def count_many(self, values: list[str], start: int) -> list[int]:
+        """Token counts of ``values``, the strings of records ``start``, ``start + 1``, ..."""
+        if self.mode == "exact":
+            self.exact_strings += len(values)
+            return list(map(len, map(self._encode, values)))
+        if start + len(values) <= SAMPLE_EXACT_FIRST:
+            return self._encoded(values)
+        counts = self._estimated(values)
+        if counts is None:
+            return [self._one(value, start + offset) for offset, value in enumerate(values)]
+        first_sampled = (-start) % SAMPLE_EVERY
+        for offset in itertools.chain(
+            range(max(0, SAMPLE_EXACT_FIRST - start)), range(first_sampled, len(values), SAMPLE_EVERY)
+        ):
+            if offset < len(values):
+                counts[offset] = self._encoded([values[offset]])[0]
+                self.estimated_strings -= 1
+        return counts
+
+    def _encoded(self, values: list[str]) -> list[int]:
+        counts = list(map(len, map(self._encode, values)))
+        for value, tokens in zip(values, counts, strict=True):
+            kind = value.isascii()
+            self._tokens[kind] += tokens
+            self._chars[kind] += len(value)
+        self.exact_strings += len(values)
+        return counts
+
+    def _estimated(self, values: list[str]) -> list[int] | None:
+        """Length-based counts for a chunk of one kind of text, measured before; else None."""
+        kinds = set(map(str.isascii, values))
+        if len(kinds) != 1:
+            return None
+        kind = kinds.pop()
+        if not self._chars[kind]:
+            return None
+        ratio = self._tokens[kind] / self._chars[kind]
+        self.estimated_strings += len(values)
+        return list(map(round, map(ratio.__mul__, map(len, values))))
+
+    def _one(self, value: str, index: int) -> int:
+        kind = value.isascii()
+        if index < SAMPLE_EXACT_FIRST or index % SAMPLE_EVERY == 0 or not self._chars[kind]:
+            return self._encoded([value])[0]
+        self.estimated_strings += 1
+        return round(len(value) * self._tokens[kind] / self._chars[kind])
 
 
 # ---------------------------------------------------------------------------------------------

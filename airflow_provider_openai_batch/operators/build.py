@@ -1,17 +1,31 @@
-"""Build the batch input: request lines from records, split into validated shards with a manifest."""
+"""Build the batch input: request lines from records, split into validated, priced shards with a manifest."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 
+from airflow_provider_openai_batch.core.building import (
+    JobEstimate,
+    estimate_shards,
+    validate_shards,
+    write_requests,
+)
+from airflow_provider_openai_batch.core.costs import PriceTable, check_budget
+from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
+from airflow_provider_openai_batch.core.limits import (
+    MAX_BYTES_PER_FILE,
+    MAX_EMBEDDING_INPUTS_PER_BATCH,
+    MAX_REQUESTS_PER_FILE,
+)
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.requests import Message, RequestBuilder, RequestTemplate
-from airflow_provider_openai_batch.core.shards import Manifest, ShardWriter
-from airflow_provider_openai_batch.core.sources import read_records
+from airflow_provider_openai_batch.core.shards import Manifest, Shard, ShardWriter
+from airflow_provider_openai_batch.core.tokens import TokenEstimate
 from airflow_provider_openai_batch.hooks.openai_batch import as_storage_path
+from airflow_provider_openai_batch.operators.sources import file_records, sql_records
 from airflow_provider_openai_batch.operators.storage import opener_under
 
 DEFAULT_JOB_ID = "{{ dag.dag_id }}__{{ run_id }}"
@@ -19,51 +33,89 @@ DEFAULT_JOB_ID = "{{ dag.dag_id }}__{{ run_id }}"
 
 class OpenAIBatchBuildOperator(BaseOperator):
     """
-    Turn records into batch request files ready to submit.
+    Turn records into batch request files ready to submit: rendered, split, validated and priced.
 
     Each record becomes one request whose ``custom_id`` is the record's ``key_field`` (stable across
     reruns, so results join back to records). Requests are written as shards within the per-file
-    limits under ``{work_dir}/{job_id}/``, with a ``manifest.json`` describing them.
+    limits under ``{work_dir}/{job_id}/requests/``. The shards are then read back and validated
+    (every problem as ``path:line: message``), and the job's tokens and cost are estimated; only
+    when all is well, and the estimate is within ``max_cost_usd``, is ``manifest.json`` written.
+    A failing build leaves no manifest and returns nothing, so nothing downstream can submit it.
 
-    The return value (XCom) is the list of shards — location, request count, bytes, sha256 and the
-    manifest's location, never the requests — so a submit task maps over it with
-    ``submit.expand(shard=build.output)``. A job summary is pushed under the XCom key ``summary``.
+    The return value (XCom) is the list of shards (location, request count, bytes, sha256, token
+    and cost estimates, the manifest's location), never the requests, so a submit task maps over it
+    with ``submit.expand(shard=build.output)``. A job summary is pushed under the XCom key ``summary``.
 
-    :param records: the records: a list of mappings (e.g. an upstream task's XCom), or the path or
-        URI of a ``.jsonl``/``.csv`` file, read streamed.
+    :param records: a list of mappings (e.g. an upstream task's XCom), or the path or URI of a
+        ``.jsonl``/``.csv``/``.parquet`` file (local or any ``ObjectStoragePath``), read streamed.
+    :param records_format: ``jsonl``, ``csv`` or ``parquet`` when the file's extension does not say.
+    :param sql: instead of ``records``, a query whose rows are the records, run through the
+        common-sql connection ``sql_conn_id`` and read with a streaming cursor.
+    :param sql_conn_id: the SQL connection (postgres, sqlite, mysql, ...).
+    :param sql_parameters: parameters for ``sql``, in the driver's style.
     :param key_field: the record field that identifies it; becomes the ``custom_id``.
     :param endpoint: the Batch endpoint, e.g. ``/v1/chat/completions``.
-    :param model: one model for the whole job.
-    :param messages: chat messages ``[{"role": ..., "content": "<jinja over the record>"}]``; these
-        are rendered per record by the provider, not by Airflow's own templating.
-    :param prompt: the Jinja template for single-input endpoints (embeddings, responses, …).
-    :param body: other body parameters passed through (``max_tokens``, ``response_format``, …).
+    :param model: one model for the whole job (so one per shard).
+    :param messages: chat messages (or Responses ``input`` items) whose strings are Jinja templates
+        over the record, e.g. ``[{"role": "user", "content": "{{ text }}"}]``; rendered per record by
+        the provider, not by Airflow's own templating.
+    :param prompt: the template for single-input endpoints: Responses/embeddings/moderations
+        ``input``, completions ``prompt``; a list gives several embedding inputs per request.
+    :param body: other body parameters passed through (``max_tokens``, ``temperature``, ...).
+    :param response_format: Structured Outputs from a pydantic model class or a JSON Schema dict,
+        made strict-valid; chat gets ``response_format``, Responses ``text.format``.
     :param work_dir: where shards and the manifest are written (local path or ``ObjectStoragePath`` URI).
     :param job_id: names the job's folder and tags its batches; defaults to ``<dag_id>__<run_id>``.
-    :param max_requests_per_shard: at most 50,000 (the API's limit).
+    :param max_requests_per_shard: at most 50,000 (the API's limit). Embedding jobs also keep
+        each shard within 50,000 inputs.
     :param max_bytes_per_shard: at most 200 MB (the API's limit).
+    :param max_tokens_per_shard: at most this many estimated input tokens per shard, to stay
+        under your organisation's enqueued-token limit for the model; None for no limit.
+    :param token_estimate: ``"sample"`` (default) counts the prompts of the first 10,000 records
+        and every 100th after exactly and estimates the rest from their length; ``"exact"``
+        counts all (slower: ~10 µs per 40-token prompt). Constant text is always counted exactly.
+    :param prices: Batch price overrides (a mapping or a JSON file path) on top of the packaged table.
+    :param max_cost_usd: fail before anything is uploaded when the estimated cost (with every
+        request writing its full output limit) is above this.
     """
 
-    template_fields: Sequence[str] = ("records", "work_dir", "job_id", "model")
+    template_fields: Sequence[str] = ("records", "sql", "sql_parameters", "work_dir", "job_id", "model", "prices")
 
     def __init__(
         self,
         *,
-        records: Iterable[Mapping[str, Any]] | str,
         key_field: str,
         endpoint: str,
         model: str,
         work_dir: str,
-        messages: Sequence[Mapping[str, str]] = (),
-        prompt: str | None = None,
+        records: Iterable[Mapping[str, Any]] | str | ObjectStoragePath | None = None,
+        records_format: str | None = None,
+        sql: str | None = None,
+        sql_conn_id: str | None = None,
+        sql_parameters: Mapping[str, Any] | Sequence[Any] | None = None,
+        messages: Sequence[Mapping[str, Any]] = (),
+        prompt: Any = None,
         body: Mapping[str, Any] | None = None,
+        response_format: Any = None,
         job_id: str = DEFAULT_JOB_ID,
-        max_requests_per_shard: int = 50_000,
-        max_bytes_per_shard: int = 200 * 1024 * 1024,
+        max_requests_per_shard: int = MAX_REQUESTS_PER_FILE,
+        max_bytes_per_shard: int = MAX_BYTES_PER_FILE,
+        max_tokens_per_shard: int | None = None,
+        token_estimate: TokenEstimate = "sample",
+        prices: Mapping[str, Any] | str | None = None,
+        max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if (records is None) == (sql is None):
+            raise ValueError("give exactly one source: records= (a list or a file) or sql= with sql_conn_id=")
+        if sql is not None and not sql_conn_id:
+            raise ValueError("sql= needs sql_conn_id=, the common-sql connection to run it on")
         self.records = records
+        self.records_format = records_format
+        self.sql = sql
+        self.sql_conn_id = sql_conn_id
+        self.sql_parameters = sql_parameters
         self.key_field = key_field
         self.endpoint = endpoint
         self.model = model
@@ -71,78 +123,144 @@ class OpenAIBatchBuildOperator(BaseOperator):
         self.messages = messages
         self.prompt = prompt
         self.body = dict(body or {})
+        # A pydantic model class is turned into its strict schema here, at parse time, so the
+        # operator holds plain JSON only.
+        self.response_format = _plain_format(response_format)
         self.job_id = job_id
         self.max_requests_per_shard = max_requests_per_shard
         self.max_bytes_per_shard = max_bytes_per_shard
+        self.max_tokens_per_shard = max_tokens_per_shard
+        self.token_estimate = token_estimate
+        self.prices = prices
+        self.max_cost_usd = max_cost_usd
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         job_id = safe_name(self.job_id)
-        template = RequestTemplate(
-            endpoint=self.endpoint,
-            model=self.model,
-            messages=tuple(Message(m["role"], m["content"]) for m in self.messages),
-            prompt=self.prompt,
-            body=self.body,
-        )
         job_dir = as_storage_path(self.work_dir) / job_id
+        manifest_path = job_dir / "manifest.json"
+        manifest_path.unlink(missing_ok=True)  # an older attempt's manifest must not outlive a failure
+        template = self._template()
+        prices = PriceTable.load(self.prices)
+        builder = RequestBuilder(template, self.key_field, token_estimate=self.token_estimate)
         writer = ShardWriter(
             opener_under(job_dir / "requests"),
             job_id,
-            max_requests=self.max_requests_per_shard,
+            max_requests=self._max_requests(template),
             max_bytes=self.max_bytes_per_shard,
+            max_tokens=self.max_tokens_per_shard,
         )
-        builder = RequestBuilder(template, self.key_field)
-        shards = writer.write_all(builder.lines(self._records()))
+        if self.max_tokens_per_shard is not None and builder.output_tokens is None:
+            raise OpenAIBatchInputError(f"max_tokens_per_shard needs a token estimate: {builder.token_note}")
+        shards = write_requests(self._records(), builder, writer)
         if not shards:
-            raise ValueError("no records to build: the job would be an empty batch")
+            raise OpenAIBatchInputError("no records to build: the job would be an empty batch")
+        self.log.info(
+            "Wrote %d requests in %d shard(s) under %s; validating them", _total(shards), len(shards), job_dir
+        )
+        validate_shards(shards, _open_for_reading).raise_for_errors()
+        shards, estimate = estimate_shards(shards, builder, prices)
+        self.log.info("Estimate: %s", estimate.describe())
+        self._check_budget(estimate)
         manifest = Manifest(
             job_id=job_id,
             endpoint=self.endpoint,
             model=self.model,
             key_field=self.key_field,
             shards=tuple(shards),
-            extra={"expect_json": _expects_json(self.body)},
+            extra={
+                "expect_json": _expects_json(template),
+                "estimate": estimate.to_dict(),
+                "prices_as_of": prices.as_of,
+            },
         )
-        manifest_path = job_dir / "manifest.json"
         manifest_path.write_bytes(manifest.to_json())
         self.log.info(
-            "Built %d requests in %d shard(s) for job %s at %s",
+            "Built job %s: %d requests in %d shard(s); manifest %s",
+            job_id,
             manifest.requests,
             len(shards),
-            job_id,
-            job_dir,
+            manifest_path,
         )
-        shard_refs = [
-            {
-                **shard.to_dict(),
-                "job_id": job_id,
-                "endpoint": self.endpoint,
-                "model": self.model,
-                "manifest": str(manifest_path),
-                "expect_json": manifest.extra["expect_json"],
-            }
-            for shard in shards
-        ]
-        summary = {
+        context["ti"].xcom_push(key="summary", value=self._summary(job_id, manifest_path, manifest, estimate))
+        return [self._shard_ref(shard, job_id, manifest_path, manifest) for shard in shards]
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _template(self) -> RequestTemplate:
+        return RequestTemplate(
+            endpoint=self.endpoint,
+            model=self.model,
+            messages=tuple(m if isinstance(m, Message) else dict(m) for m in self.messages),
+            prompt=self.prompt,
+            body=self.body,
+            response_format=self.response_format,
+        )
+
+    def _max_requests(self, template: RequestTemplate) -> int:
+        inputs = template.inputs_per_request()
+        if inputs > 1:  # the embedding-input limit binds before the request limit
+            return min(self.max_requests_per_shard, MAX_EMBEDDING_INPUTS_PER_BATCH // inputs)
+        return self.max_requests_per_shard
+
+    def _records(self) -> Iterator[Mapping[str, Any]]:
+        if self.sql is not None:
+            assert self.sql_conn_id is not None
+            return sql_records(self.sql_conn_id, self.sql, self.sql_parameters)
+        if isinstance(self.records, str | ObjectStoragePath):
+            return file_records(self.records, self.records_format)
+        if self.records is None or isinstance(self.records, Mapping):
+            raise OpenAIBatchInputError("records must be a list of mappings or a file path/URI")
+        return iter(self.records)
+
+    def _check_budget(self, estimate: JobEstimate) -> None:
+        if self.max_cost_usd is None:
+            return
+        if estimate.total is None or not estimate.priced:
+            raise OpenAIBatchInputError(
+                f"max_cost_usd={self.max_cost_usd} is set but the cost cannot be estimated: {estimate.note}"
+            )
+        check_budget(estimate.total, self.max_cost_usd)
+
+    def _summary(self, job_id: str, manifest_path: Any, manifest: Manifest, estimate: JobEstimate) -> dict[str, Any]:
+        return {
             "job_id": job_id,
             "manifest": str(manifest_path),
             "requests": manifest.requests,
-            "shards": len(shards),
+            "shards": len(manifest.shards),
             "endpoint": self.endpoint,
             "model": self.model,
+            "estimate": estimate.to_dict(),
         }
-        context["ti"].xcom_push(key="summary", value=summary)
-        return shard_refs
 
-    def _records(self) -> Iterator[Mapping[str, Any]]:
-        if isinstance(self.records, str):
-            path = as_storage_path(self.records)
-            with path.open("rb") as handle:
-                yield from read_records(handle, self.records)
-        else:
-            yield from self.records
+    def _shard_ref(self, shard: Shard, job_id: str, manifest_path: Any, manifest: Manifest) -> dict[str, Any]:
+        return {
+            **shard.to_dict(),
+            "job_id": job_id,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "manifest": str(manifest_path),
+            "expect_json": manifest.extra["expect_json"],
+        }
 
 
-def _expects_json(body: Mapping[str, Any]) -> bool:
+def _open_for_reading(path: str) -> Any:
+    return as_storage_path(path).open("rb")
+
+
+def _total(shards: Sequence[Shard]) -> int:
+    return sum(shard.requests for shard in shards)
+
+
+def _plain_format(response_format: Any) -> Any:
+    if response_format is None or isinstance(response_format, Mapping):
+        return response_format
+    from airflow_provider_openai_batch.core.structured import json_schema_format
+
+    found = json_schema_format(response_format)
+    return {"type": "json_schema", "json_schema": found}
+
+
+def _expects_json(template: RequestTemplate) -> bool:
+    body = template.body_tree()
     fmt = body.get("response_format") or (body.get("text") or {}).get("format") or {}
     return isinstance(fmt, Mapping) and fmt.get("type") in ("json_schema", "json_object")

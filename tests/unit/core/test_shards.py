@@ -60,3 +60,54 @@ def test_manifest_round_trips(tmp_path):
     again = Manifest.from_json(manifest.to_json())
     assert again == manifest
     assert again.requests == 3
+
+
+def chunked(n: int, size: int = 10, chunk: int = 7):
+    items = list(lines(n, size))
+    for start in range(0, n, chunk):
+        part = items[start : start + chunk]
+        yield [i for i, _ in part], [line for _, line in part]
+
+
+@pytest.mark.parametrize("limits", [{"max_requests": 4}, {"max_bytes": 35}, {"max_requests": 50}])
+def test_chunks_split_exactly_like_single_lines(tmp_path, limits):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = ShardWriter(local_opener(tmp_path / "a"), "job", **limits).write_all(lines(30))
+    writer = ShardWriter(local_opener(tmp_path / "b"), "job", **limits)
+    for ids, chunk in chunked(30):
+        writer.write_chunk(ids, chunk)
+    writer.close()
+    assert [(s.requests, s.bytes, s.sha256, s.first_custom_id, s.last_custom_id) for s in writer.shards] == [
+        (s.requests, s.bytes, s.sha256, s.first_custom_id, s.last_custom_id) for s in one
+    ]
+
+
+def test_splits_by_estimated_tokens_and_records_them(tmp_path):
+    writer = ShardWriter(local_opener(tmp_path), "job", max_tokens=100)
+    for ids, chunk in chunked(10):
+        writer.write_chunk(ids, chunk, [30] * len(ids))
+    writer.close()
+    assert [s.requests for s in writer.shards] == [3, 3, 3, 1]
+    assert [s.input_tokens for s in writer.shards] == [90, 90, 90, 30]
+
+
+def test_a_single_request_over_the_token_limit_is_an_error(tmp_path):
+    writer = ShardWriter(local_opener(tmp_path), "job", max_tokens=100)
+    with pytest.raises(OpenAIBatchInputError, match=r"'id-0' alone is about 101 input tokens, over the limit of 100"):
+        writer.write_chunk(["id-0"], [b"{}\n"], [101])
+
+
+def test_shards_without_token_estimates_say_so(tmp_path):
+    (shard,) = ShardWriter(local_opener(tmp_path), "job").write_all(lines(3))
+    assert shard.input_tokens is None
+
+
+def test_a_version_1_manifest_still_reads():
+    old = (
+        b'{"job_id":"j","endpoint":"/v1/embeddings","model":"m","key_field":"id","version":1,"extra":{},'
+        b'"shards":[{"index":0,"path":"p","requests":1,"bytes":2,"sha256":"s","first_custom_id":"a",'
+        b'"last_custom_id":"a"}]}'
+    )
+    manifest = Manifest.from_json(old)
+    assert manifest.shards[0].input_tokens is None and manifest.requests == 1

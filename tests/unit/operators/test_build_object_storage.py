@@ -1,0 +1,126 @@
+"""The build operator on object storage: records read from and shards written to S3 (moto's server on loopback)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_provider_openai_batch.core.shards import Manifest
+from airflow_provider_openai_batch.core.validation import BatchInputError
+from airflow_provider_openai_batch.operators.build import OpenAIBatchBuildOperator
+from tests.unit.operators.fakes import context
+
+BUCKET = "openai-batch-build"
+CONN_ID = "build_s3"  # its own connection: ObjectStoragePath caches a filesystem per connection
+RECORDS = [{"id": f"r{i}", "text": f"review {i}", "stars": i % 5} for i in range(120)]
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[object]:
+    """A moto S3 server on loopback, reached through an Airflow AWS connection, and a client to it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    conn = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=BUCKET)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
+        yield client
+    server.stop()
+
+
+def uri(key: str) -> str:
+    return f"s3://{CONN_ID}@{BUCKET}/{key}"
+
+
+def put(s3, key: str, data: bytes) -> str:
+    s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+    return uri(key)
+
+
+def get(s3, location: str) -> bytes:
+    key = location.split(f"{BUCKET}/", 1)[1]
+    return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def jsonl() -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS)
+
+
+def csv() -> bytes:
+    return ("id,text,stars\n" + "".join(f"{r['id']},{r['text']},{r['stars']}\n" for r in RECORDS)).encode()
+
+
+def parquet() -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(RECORDS), buffer, row_group_size=50)
+    return buffer.getvalue()
+
+
+def build(records: str, job_id: str, **kwargs):
+    kwargs.setdefault("body", {"max_output_tokens": 16})
+    op = OpenAIBatchBuildOperator(
+        task_id="build",
+        records=records,
+        key_field="id",
+        endpoint="/v1/responses",
+        model="gpt-4.1-mini",
+        prompt="Rate {{ stars }}/5: {{ text }}",
+        work_dir=uri("work"),
+        job_id=job_id,
+        max_requests_per_shard=50,
+        **kwargs,
+    )
+    ctx = context()
+    return op.execute(ctx), ctx["ti"].pushed
+
+
+@pytest.mark.parametrize(("name", "payload"), [("in.jsonl", jsonl), ("in.csv", csv), ("in.parquet", parquet)])
+def test_records_on_s3_become_shards_and_a_manifest_on_s3(s3, name, payload):
+    job_id = name.replace(".", "-")
+    source = put(s3, f"inputs/{name}", payload())
+    shards, pushed = build(source, job_id)
+    assert [s["requests"] for s in shards] == [50, 50, 20]
+    lines = []
+    for shard in shards:
+        data = get(s3, shard["path"])
+        assert shard["path"].startswith(uri(f"work/{job_id}/requests/"))
+        assert hashlib.sha256(data).hexdigest() == shard["sha256"] and len(data) == shard["bytes"]
+        lines += [json.loads(line) for line in data.splitlines()]
+    assert [line["custom_id"] for line in lines] == [r["id"] for r in RECORDS]
+    assert lines[7]["body"] == {"model": "gpt-4.1-mini", "input": "Rate 2/5: review 7", "max_output_tokens": 16}
+    manifest = Manifest.from_json(get(s3, pushed["summary"]["manifest"]))
+    assert [s.sha256 for s in manifest.shards] == [s["sha256"] for s in shards]
+    assert manifest.extra["estimate"]["requests"] == 120
+
+
+def test_a_failed_validation_on_s3_leaves_no_manifest(s3):
+    source = put(s3, "inputs/bad.jsonl", jsonl())
+    with pytest.raises(BatchInputError, match=r"requests/bad-shard-00000\.jsonl:1: body\.stream is true"):
+        build(source, "bad", body={"max_output_tokens": 16, "stream": True})
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="work/bad/")
+    assert "work/bad/manifest.json" not in [item["Key"] for item in listed.get("Contents", [])]
