@@ -4,7 +4,8 @@ the synchronous API).
 
 build_requests  -> one chat request per feedback row, custom_id = feedback_id, split into shards
 submit_batch    -> one mapped task per shard: upload, create the batch, wait on the triggerer
-collect_results -> join outputs to requests by custom_id, write one JSONL row per feedback
+collect_results -> join outputs to requests by custom_id, retry what is worth retrying, write one
+                   row per feedback to Parquet (and to a SQL table when a connection is given)
 
 Run it offline against the emulator with ``make demo``; against OpenAI, create the
 ``openai_default`` connection with your API key. Paths and polling come from the environment so
@@ -28,6 +29,8 @@ FEEDBACK = os.environ.get(
 )
 WORK_DIR = os.environ.get("OPENAI_BATCH_WORK_DIR", "/tmp/openai-batch")
 POLL_INTERVAL = float(os.environ.get("OPENAI_BATCH_POLL_INTERVAL", "60"))
+# A common-sql connection (SQLite, Postgres, …) to also load the rows into a table; unset: Parquet only.
+RESULTS_CONN_ID = os.environ.get("OPENAI_BATCH_RESULTS_CONN_ID") or None
 
 SYSTEM_PROMPT = "You classify customer feedback by sentiment. Answer with one of: positive, negative, neutral."
 
@@ -65,4 +68,7 @@ with DAG(
         task_id="collect_results",
         batches=submit.output,
         destination=f"{WORK_DIR}/results",
+        sql_conn_id=RESULTS_CONN_ID,
+        table="feedback_sentiment",
+        poll_interval=POLL_INTERVAL,
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / ".demo"
 BIN = Path(sys.executable).parent
+RESULTS_DB = DEMO / "work" / "results.db"
 
 
 def free_port() -> int:
@@ -53,6 +54,9 @@ def airflow_env(api_key: str, base_url: str) -> dict[str, str]:
             ),
             "OPENAI_BATCH_WORK_DIR": str(DEMO / "work"),
             "OPENAI_BATCH_POLL_INTERVAL": "1",
+            # The results also go to a SQLite table: the embedded default when there is no warehouse.
+            "OPENAI_BATCH_RESULTS_CONN_ID": "openai_batch_results",
+            "AIRFLOW_CONN_OPENAI_BATCH_RESULTS": json.dumps({"conn_type": "sqlite", "host": str(RESULTS_DB)}),
         }
     )
     return env
@@ -74,11 +78,17 @@ def print_summary(dag_id: str) -> dict:
     for row in _first_rows(results, 5):
         text = (row.get("content") or row.get("error_message") or "")[:40]
         print(f"  {row['custom_id']:<10} {row['status']:<10} {text}")
+    for where in summary.get("destinations", [])[1:]:
+        print(f"  also in:  table {where.get('table')} ({where.get('rows')} rows) of {RESULTS_DB}")
     print(f"  logs:     {DEMO / 'logs'}")
     return summary
 
 
 def _first_rows(path: Path, count: int) -> list[dict]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).read_row_group(0).slice(0, count).to_pylist()
     rows = []
     with path.open() as handle:
         for line in handle:

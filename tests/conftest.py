@@ -60,3 +60,59 @@ def openai_conn(emulator) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", json.dumps(conn))
         yield "openai_default"
+
+
+# -- S3 (moto's server on loopback) and PostgreSQL, for the result destinations --------------------
+
+S3_CONN_ID = "openai_batch_test_s3"
+POSTGRES_CONN_ID = "openai_batch_test_postgres"
+POSTGRES_URL = os.environ.get("OPENAI_BATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def s3_bucket() -> Iterator[str]:
+    """A bucket on moto's S3 server (a real HTTP server on 127.0.0.1), reached through an Airflow connection.
+
+    Returns the ``s3://<conn_id>@<bucket>`` prefix ObjectStoragePath understands.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    conn = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket="results")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(f"AIRFLOW_CONN_{S3_CONN_ID.upper()}", json.dumps(conn))
+        yield f"s3://{S3_CONN_ID}@results"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_conn() -> Iterator[str]:
+    """A connection to the PostgreSQL at OPENAI_BATCH_TEST_POSTGRES_URL; skipped when unreachable (failed on CI)."""
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.Error as err:
+        reason = f"PostgreSQL is not reachable at {POSTGRES_URL} (set OPENAI_BATCH_TEST_POSTGRES_URL): {err}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(f"AIRFLOW_CONN_{POSTGRES_CONN_ID.upper()}", POSTGRES_URL)
+        yield POSTGRES_CONN_ID

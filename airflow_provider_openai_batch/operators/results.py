@@ -1,125 +1,359 @@
-"""Collect finished batches: stream their output and error files, reconcile by custom_id, write rows."""
+"""Collect finished batches: reconcile by custom_id, retry what is worth retrying, deliver the rows."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from datetime import timedelta
+from typing import Any, NoReturn
 
-import msgspec
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import BaseOperator, Context, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException
 
+from airflow_provider_openai_batch.core.collect import AttemptReport, ShardRun, collect_attempt
 from airflow_provider_openai_batch.core.costs import PriceTable
+from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 from airflow_provider_openai_batch.core.naming import safe_name
-from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, Reconciler, ResultRow
+from airflow_provider_openai_batch.core.result_table import TableCounts, open_writer, read_parquet
+from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, ReconcileError
+from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShard, RetryShardWriter
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook, as_storage_path
-from airflow_provider_openai_batch.operators.storage import iter_lines, write_atomically
-
-
-class _RequestId(msgspec.Struct):
-    custom_id: str
-
-
-_decode_custom_id = msgspec.json.Decoder(_RequestId).decode
-_encode = msgspec.json.Encoder().encode
+from airflow_provider_openai_batch.operators.storage import atomic_open, iter_lines, opener_under
+from airflow_provider_openai_batch.operators.submission import IDEMPOTENCY_KEY, submit_shard
+from airflow_provider_openai_batch.sinks.base import ResultSink
+from airflow_provider_openai_batch.sinks.object_storage import ObjectStorageSink
+from airflow_provider_openai_batch.sinks.sql import SqlSink
+from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+from airflow_provider_openai_batch.triggers.events import batch_summary, check_event
 
 
 class OpenAIBatchResultsOperator(BaseOperator):
     """
-    Turn finished batches into one result row per request, written to ``{destination}/{job_id}/``.
+    Turn finished batches into exactly one result row per request, delivered idempotently.
 
-    Output lines are joined to the shard's requests by ``custom_id`` (never by position); requests
-    an expired or cancelled batch never ran are kept as ``expired``/``cancelled`` rows, so the row
-    count always equals the request count. The XCom is a summary (counts, tokens, location).
+    Output and error lines are joined to each shard's requests by ``custom_id`` (never by
+    position). Retriable failures — 429, 5xx, timeouts, requests an expired batch never ran, and
+    with ``retry_cancelled`` those of a cancelled batch — go into a retry shard that is submitted
+    again (waiting on the triggerer, no worker slot held) up to ``max_attempts``; each row says
+    which attempt answered it. Other 4xx are never retried.
+
+    Each attempt's final rows are staged as Parquet under ``{work_dir}/{job_id}/collect/``; when
+    no retry is left the stages go to every destination: one object per job on object storage
+    (Parquet, or JSONL on request, with ``summary.json`` beside it) and/or a SQL table where the
+    job's rows are replaced in one transaction. The XCom is a summary — counts by status, tokens,
+    cost, attempts and where the rows went — and so is the extra of the ``outlets`` asset events.
 
     :param batches: the submit tasks' return values (``submit.output`` of a mapped submit).
-    :param destination: a directory (local path or ``ObjectStoragePath`` URI) for the results.
+    :param destination: a directory (local path or ``ObjectStoragePath`` URI, e.g.
+        ``s3://aws_default@bucket/results``) for ``{job_id}/results.parquet``.
+    :param format: ``parquet`` (default) or ``jsonl`` for ``destination``.
+    :param sql_conn_id: a common-sql connection (Postgres, SQLite, …) to load the rows into ``table``.
+    :param table: the table (or ``schema.table``), created when missing.
+    :param table_schema: the table's schema, if not in ``table``.
+    :param sinks: further destinations (any :class:`~airflow_provider_openai_batch.sinks.ResultSink`).
     :param conn_id: the OpenAI connection the batches were created with.
-    :param prices: price overrides (a mapping or a JSON file path) on top of the packaged table,
-        used to turn each row's reported usage into ``cost_usd``.
+    :param prices: price overrides (a mapping or a JSON file path) on top of the packaged table.
+    :param max_attempts: attempts per request, the first batch included (1: no retries).
+    :param retry_cancelled: also retry requests a cancelled batch never ran.
+    :param work_dir: where stages and retry shards go; defaults to the job's build folder.
+    :param poll_interval: seconds between status reads of a retry batch.
+    :param wait_timeout: how long to wait for each retry batch; it is then cancelled.
     """
 
-    template_fields: Sequence[str] = ("batches", "destination", "prices")
+    template_fields: Sequence[str] = ("batches", "destination", "table", "table_schema", "prices", "work_dir")
 
     def __init__(
         self,
         *,
         batches: Iterable[Mapping[str, Any]],
-        destination: str,
+        destination: str | None = None,
+        format: str = "parquet",
+        sql_conn_id: str | None = None,
+        table: str | None = None,
+        table_schema: str | None = None,
+        sinks: Sequence[ResultSink] = (),
         conn_id: str = OpenAIBatchHook.default_conn_name,
         prices: Mapping[str, Any] | str | None = None,
+        max_attempts: int = 3,
+        retry_cancelled: bool = False,
+        work_dir: str | None = None,
+        poll_interval: float = 60.0,
+        wait_timeout: timedelta | None = timedelta(hours=48),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not (destination or sql_conn_id or sinks):
+            raise ValueError("nowhere to write the results: give destination, sql_conn_id and table, or sinks")
+        if sql_conn_id and not table:
+            raise ValueError("sql_conn_id needs a table to write the results to")
         self.batches = batches
         self.destination = destination
+        self.format = format
+        self.sql_conn_id = sql_conn_id
+        self.table = table
+        self.table_schema = table_schema
+        self.sinks = tuple(sinks)
         self.conn_id = conn_id
         self.prices = prices
+        self.policy = RetryPolicy(max_attempts, retry_cancelled)
+        self.work_dir = work_dir
+        self.poll_interval = poll_interval
+        self.wait_timeout = wait_timeout
+
+    # -- entry points -----------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
-        hook = OpenAIBatchHook(conn_id=self.conn_id)
         submitted = sorted(self.batches, key=lambda b: b["shard"]["index"])
         if not submitted:
             raise ValueError("no batches to collect: the upstream submit tasks returned nothing")
         job_id = safe_name(str(submitted[0]["shard"]["job_id"]))
-        job_dir = as_storage_path(self.destination) / job_id
-        target = job_dir / "results.jsonl"
-        counts = ReconcileCounts()
-        prices = PriceTable.load(self.prices)
-        size = write_atomically(target, _encoded(self._rows(hook, submitted, counts, prices)))
+        state = {
+            "job_id": job_id,
+            "work_dir": self.work_dir or str(as_storage_path(submitted[0]["shard"]["manifest"]).parent),
+            "requests": sum(int(b["shard"]["requests"]) for b in submitted),
+            "attempt": 1,
+            "items": [{"shard": dict(b["shard"]), "batch": dict(b["batch"])} for b in submitted],
+            "staged": {},
+            "retried": {},
+            "batch_ids": [b["batch"]["id"] for b in submitted],
+            "anomalies": ReconcileCounts().to_dict(),
+        }
+        return self._collect(context, state)
+
+    def resume(self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None):
+        """Back from the trigger with one retry batch ended: wait for the others, then collect."""
+        event = check_event(event)
+        if state is None:
+            raise AirflowException("resumed without the collection state; clear the task to start over")
+        if event["status"] == "timeout":
+            self._timed_out(event["batch_id"], event.get("batch_status"))
+        if event["status"] == "error":
+            raise AirflowException(f"Lost track of retry batch {event['batch_id']}: {event['message']}")
+        for item in state["items"]:
+            if item["batch"]["id"] == event["batch_id"]:
+                item["batch"] = event["batch"]
+        return self._wait(context, state)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _collect(self, context: Context, state: dict[str, Any]) -> dict[str, Any]:
+        """Reconcile the current attempt's batches; submit a retry attempt or deliver."""
+        hook = OpenAIBatchHook(conn_id=self.conn_id)
+        attempt = state["attempt"]
+        job_dir = as_storage_path(state["work_dir"])
+        retries = None
+        if attempt < self.policy.max_attempts:
+            name = f"{state['job_id']}-attempt-{attempt + 1}"
+            retries = RetryShardWriter(opener_under(job_dir / "retries" / f"attempt-{attempt + 1}"), name, attempt + 1)
+        with atomic_open(_stage(job_dir, attempt)) as handle:
+            writer = open_writer(handle)
+            report = collect_attempt(
+                (self._run(hook, state["job_id"], item, attempt) for item in state["items"]),
+                attempt,
+                writer,
+                policy=self.policy,
+                retries=retries,
+                prices=PriceTable.load(self.prices),
+            )
+            writer.close()
+        self._note(state, report)
+        retry_shards = retries.close() if retries is not None else []
+        if not retry_shards:
+            return self._deliver(context, state)
+        state["attempt"] = attempt + 1
+        state["retried"][str(attempt + 1)] = report.retried
+        state["items"] = [self._submit_retry(hook, context, state, shard) for shard in retry_shards]
+        state["batch_ids"] += [item["batch"]["id"] for item in state["items"]]
+        return self._wait(context, state)
+
+    def _run(self, hook: OpenAIBatchHook, job_id: str, item: Mapping[str, Any], attempt: int) -> ShardRun:
+        shard, batch = item["shard"], item["batch"]
+        errors = batch.get("errors") or [{}]
+        outcome = BatchOutcome(
+            job_id=job_id,
+            shard=int(shard["index"]),
+            batch_id=batch["id"],
+            status=batch["status"],
+            attempt=attempt,
+            expect_json=bool(shard.get("expect_json")),
+            created_at=batch.get("created_at"),
+            ended_at=batch.get("completed_at"),
+            error_code=errors[0].get("code"),
+            error_message=errors[0].get("message"),
+        )
+        file_ids = [fid for fid in (batch.get("output_file_id"), batch.get("error_file_id")) if fid]
+        return ShardRun(
+            outcome=outcome,
+            requests=lambda: iter_lines(shard["path"]),
+            results=lambda: [hook.iter_file_lines(fid) for fid in file_ids],
+            origins=shard.get("origins"),
+        )
+
+    def _note(self, state: dict[str, Any], report: AttemptReport) -> None:
+        state["staged"][str(report.attempt)] = report.staged_rows
+        anomalies = ReconcileCounts.from_dict(state["anomalies"])
+        anomalies.merge(report.counts)
+        state["anomalies"] = anomalies.to_dict()
+        for found in report.anomalies:
+            self.log.warning(
+                "Batch %s output had %d duplicate line(s), %d unknown custom_id(s), %d unparseable line(s); "
+                "they were counted and not written",
+                found["batch_id"],
+                found["duplicate_lines"],
+                found["unknown_custom_ids"],
+                found["unparseable_lines"],
+            )
+        self.log.info(
+            "Attempt %d: %d final row(s) staged, %d request(s) to retry",
+            report.attempt,
+            report.staged_rows,
+            report.retried,
+        )
+
+    def _submit_retry(
+        self, hook: OpenAIBatchHook, context: Context, state: dict[str, Any], retry: RetryShard
+    ) -> dict[str, Any]:
+        template = state["items"][0]["shard"]
+        shard = {
+            **{k: template.get(k) for k in ("endpoint", "model", "manifest", "expect_json")},
+            **retry.to_dict(),
+            "job_id": state["job_id"],
+        }
+        ti = context["ti"]
+        # The attempt is part of the key: two attempts may retry byte-identical files.
+        key = f"{state['job_id'][:200]}:attempt-{retry.attempt}:{retry.shard.sha256[:32]}"
+        metadata = {
+            "airflow_dag_id": ti.dag_id,
+            "airflow_task_id": ti.task_id,
+            "airflow_run_id": ti.run_id,
+            "airflow_map_index": str(ti.map_index),
+            "openai_batch_job": state["job_id"],
+            "openai_batch_shard": str(retry.shard.index),
+            "openai_batch_attempt": str(retry.attempt),
+            IDEMPOTENCY_KEY: key,
+        }
+        batch = submit_shard(hook, shard, {k: v[:512] for k, v in metadata.items()}, log=self.log)
+        self.log.info(
+            "Attempt %d: %d request(s) resubmitted as batch %s", retry.attempt, retry.shard.requests, batch.id
+        )
+        return {"shard": shard, "batch": batch_summary(batch)}
+
+    def _wait(self, context: Context, state: dict[str, Any]) -> dict[str, Any]:
+        """Defer on the first retry batch still running; collect the attempt once all have ended."""
+        hook = OpenAIBatchHook(conn_id=self.conn_id)
+        for item in state["items"]:
+            if item["batch"]["status"] in TERMINAL_STATUSES:
+                continue
+            item["batch"] = batch_summary(hook.get_batch(item["batch"]["id"]))
+            if item["batch"]["status"] not in TERMINAL_STATUSES:
+                deadline = None if self.wait_timeout is None else time.time() + self.wait_timeout.total_seconds()
+                self.defer(
+                    trigger=OpenAIBatchTrigger(
+                        batch_id=item["batch"]["id"],
+                        conn_id=self.conn_id,
+                        poll_interval=self.poll_interval,
+                        deadline=deadline,
+                    ),
+                    method_name="resume",
+                    kwargs={"state": state},
+                )
+        return self._collect(context, state)
+
+    def _deliver(self, context: Context, state: dict[str, Any]) -> dict[str, Any]:
+        job_id, attempts = state["job_id"], state["attempt"]
+        staged = sum(state["staged"].values())
+        if staged != state["requests"]:
+            raise ReconcileError(
+                f"job {job_id}: {staged} result rows for {state['requests']} requests over {attempts} attempt(s); "
+                "nothing was delivered"
+            )
+        job_dir = as_storage_path(state["work_dir"])
+        stages = [_stage(job_dir, attempt) for attempt in range(1, attempts + 1)]
+        sinks = self._sinks()
+        counts = TableCounts()
+        delivered = []
+        for position, sink in enumerate(sinks):
+            batches = _read_stages(stages)
+            delivered.append(sink.write(job_id, counts.counted(batches) if position == 0 else batches))
         summary = {
             "job_id": job_id,
-            "destination": str(target),
-            "bytes": size,
-            "batches": [b["batch"]["id"] for b in submitted],
             **counts.to_dict(),
+            **{k: state["anomalies"][k] for k in ReconcileCounts.ANOMALIES},
+            "attempts": attempts,
+            "retried": state["retried"],
+            "batches": state["batch_ids"],
+            "destination": _where(delivered[0]),
+            "destinations": delivered,
         }
-        write_atomically(job_dir / "summary.json", iter([_encode(summary) + b"\n"]))
-        self.log.info("Wrote %d result rows to %s: %s", counts.rows, target, _counts_line(summary))
+        for sink in sinks:
+            sink.write_summary(job_id, summary)
+        self._emit_asset_events(context, summary)
+        self._lineage_outputs = [sink.lineage(job_id) for sink in sinks]
+        self.log.info("Delivered %d result rows of job %s: %s", counts.rows, job_id, _counts_line(summary))
         return summary
 
-    def _rows(
-        self,
-        hook: OpenAIBatchHook,
-        submitted: list[Mapping[str, Any]],
-        counts: ReconcileCounts,
-        prices: PriceTable,
-    ) -> Iterator[ResultRow]:
-        for item in submitted:
-            shard, batch = item["shard"], item["batch"]
-            outcome = BatchOutcome(
-                job_id=str(shard["job_id"]),
-                shard=int(shard["index"]),
-                batch_id=batch["id"],
-                status=batch["status"],
-                expect_json=bool(shard.get("expect_json")),
-            )
-            custom_ids = (_decode_custom_id(line).custom_id for line in iter_lines(shard["path"]))
-            reconciler = Reconciler(outcome, custom_ids, prices)
-            sources = [
-                hook.iter_file_lines(fid) for fid in (batch.get("output_file_id"), batch.get("error_file_id")) if fid
-            ]
-            yield from reconciler.rows(*sources)
-            counts.merge(reconciler.counts)
-            _warn_anomalies(self.log, batch["id"], reconciler.counts)
+    def _sinks(self) -> list[ResultSink]:
+        sinks = list(self.sinks)
+        if self.destination:
+            sinks.insert(0, ObjectStorageSink(self.destination, self.format))
+        if self.sql_conn_id:
+            sinks.append(SqlSink(self.sql_conn_id, str(self.table), self.table_schema))
+        return sinks
+
+    def _emit_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
+        """Every outlet asset's event carries the summary, so downstream DAGs see counts and location."""
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:
+            return
+        for outlet in self.outlets or ():
+            outlet_events[outlet].extra = summary
+
+    def _timed_out(self, batch_id: str, batch_status: str | None) -> NoReturn:
+        try:
+            OpenAIBatchHook(conn_id=self.conn_id).cancel_batch(batch_id)
+        except Exception as err:  # cancelling is best effort; the timeout matters more
+            self.log.warning("Could not cancel batch %s: %s", batch_id, err)
+        raise AirflowException(
+            f"Timed out waiting for retry batch {batch_id} (wait_timeout={self.wait_timeout}); it was still "
+            f"{batch_status or 'running'} and has been cancelled. Retrying the task collects it as cancelled."
+        )
+
+    # -- OpenLineage ------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Inputs: the job's shard files; outputs: the objects and tables the rows went to."""
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        outputs = getattr(self, "_lineage_outputs", [])
+        inputs = [_path_dataset(item["shard"]["path"]) for item in self.batches or ()]
+        return OperatorLineage(
+            inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],
+            outputs=[Dataset(namespace=ns, name=name) for ns, name in outputs],
+        )
 
 
-def _encoded(rows: Iterable[ResultRow]) -> Iterator[bytes]:
-    for row in rows:
-        yield _encode(row.to_dict()) + b"\n"
+def _stage(job_dir: ObjectStoragePath, attempt: int) -> ObjectStoragePath:
+    return job_dir / "collect" / f"attempt-{attempt}.parquet"
+
+
+def _read_stages(stages: Sequence[ObjectStoragePath]) -> Iterator[Any]:
+    for stage in stages:
+        with stage.open("rb") as handle:
+            yield from read_parquet(handle)
+
+
+def _where(delivered: Mapping[str, Any]) -> str:
+    return str(delivered.get("uri") or f"{delivered.get('conn_id')}:{delivered.get('table')}")
+
+
+def _path_dataset(path: str) -> tuple[str, str]:
+    target = as_storage_path(path)
+    if target.protocol in ("file", "local", ""):
+        return "file", target.path
+    return target.namespace, target.key
 
 
 def _counts_line(summary: Mapping[str, Any]) -> str:
-    keys = ("requests", "succeeded", "failed", "expired", "cancelled", "missing", "cost_usd")
+    keys = ("requests", "succeeded", "failed", "invalid_output", "expired", "cancelled", "missing", "cost_usd")
     return " ".join(f"{k}={summary[k]}" for k in keys)
-
-
-def _warn_anomalies(log: Any, batch_id: str, counts: ReconcileCounts) -> None:
-    if counts.duplicate_lines or counts.unknown_custom_ids or counts.unparseable_lines:
-        log.warning(
-            "Batch %s output had %d duplicate line(s), %d unknown custom_id(s), %d unparseable line(s); "
-            "they were counted and not written",
-            batch_id,
-            counts.duplicate_lines,
-            counts.unknown_custom_ids,
-            counts.unparseable_lines,
-        )

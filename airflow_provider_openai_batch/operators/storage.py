@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
-from typing import IO
+from contextlib import contextmanager
+from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_openai_batch.hooks.openai_batch import PathLike, as_storage_path
+
+LOCAL_PROTOCOLS = ("file", "local", "")
 
 
 def opener_under(base: PathLike):
@@ -27,21 +31,50 @@ def iter_lines(path: PathLike) -> Iterator[bytes]:
         yield from handle
 
 
-def write_atomically(path: ObjectStoragePath, chunks: Iterator[bytes]) -> int:
+@contextmanager
+def atomic_open(path: ObjectStoragePath, block_size: int | None = None) -> Iterator[IO[bytes]]:
     """
-    Write so no partial object is ever visible under the final name.
+    A binary handle whose content appears under ``path`` whole, or not at all.
 
-    Object stores publish an object only when its upload completes; on a local filesystem the
-    file is written beside the target and renamed over it.
+    Object stores publish an object only when its upload completes, so on an error the upload is
+    discarded (a multipart upload is aborted) instead of being completed by ``close``. On a local
+    filesystem the file is written beside the target under a unique name and renamed over it.
+    ``block_size`` is the store's upload part size (s3fs: 50 MB by default, 5 MB at least).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    is_local = path.protocol in ("file", "local", "")
-    target = path.with_name(f".{path.name}.partial") if is_local else path
+    is_local = path.protocol in LOCAL_PROTOCOLS
+    target = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial") if is_local else path
+    # The fsspec file itself (not the path's lineage-tracking wrapper): its upload must be discardable.
+    options = {} if block_size is None else {"block_size": block_size}
+    handle: Any = target.fs.open(target.path, mode="wb", **options)
+    try:
+        yield handle
+    except BaseException:
+        if is_local:
+            handle.close()
+            target.unlink(missing_ok=True)
+        else:
+            _discard(handle)
+        raise
+    handle.close()
+    if is_local:
+        target.rename(path)
+
+
+def write_atomically(path: ObjectStoragePath, chunks: Iterator[bytes]) -> int:
+    """Write ``chunks`` so no partial object is ever visible under the final name; returns the size."""
     size = 0
-    with target.open("wb") as out:
+    with atomic_open(path) as out:
         for chunk in chunks:
             out.write(chunk)
             size += len(chunk)
-    if is_local:
-        target.rename(path)
     return size
+
+
+def _discard(handle: Any) -> None:
+    """Throw an unfinished upload away; ``close()`` would publish what was written so far."""
+    try:
+        handle.discard()  # fsspec buffered files: s3fs aborts the multipart upload
+    finally:
+        # They also complete the upload when closed or garbage-collected: mark this one finished.
+        handle.closed = True

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import TEST_API_KEY
@@ -24,6 +26,9 @@ def dag_run(airflow_db, openai_conn, work_dir):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OPENAI_BATCH_WORK_DIR", str(work_dir))
         patch.setenv("OPENAI_BATCH_POLL_INTERVAL", "0.1")
+        patch.setenv("OPENAI_BATCH_RESULTS_CONN_ID", "quickstart_results")
+        sqlite_conn = {"conn_type": "sqlite", "host": str(work_dir / "results.db")}
+        patch.setenv("AIRFLOW_CONN_QUICKSTART_RESULTS", json.dumps(sqlite_conn))
         return load_example_dag("openai_batch_quickstart").test()
 
 
@@ -35,8 +40,8 @@ def xcom(dag_run, task_id: str, key: str = "return_value", map_index: int = -1):
 def test_quickstart_classifies_every_feedback_row_once(dag_run, work_dir):
     assert dag_run.state == "success"
 
-    (results,) = work_dir.glob("results/*/results.jsonl")
-    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    (results,) = work_dir.glob("results/*/results.parquet")
+    rows = pq.read_table(results).to_pylist()
     expected_ids = {json.loads(line)["feedback_id"] for line in FEEDBACK.read_text().splitlines()}
     assert len(rows) == len(expected_ids) == 200
     assert {r["custom_id"] for r in rows} == expected_ids
@@ -48,6 +53,12 @@ def test_quickstart_classifies_every_feedback_row_once(dag_run, work_dir):
     assert (summary["requests"], summary["succeeded"], summary["failed"]) == (200, 200, 0)
     assert summary["input_tokens"] == sum(r["input_tokens"] for r in rows) > 0
     assert summary["cost_usd"] > 0
+
+
+def test_quickstart_also_loads_the_rows_into_the_sqlite_table(dag_run, work_dir):
+    with sqlite3.connect(work_dir / "results.db") as db:
+        statuses = db.execute("SELECT status, count(*) FROM feedback_sentiment GROUP BY status").fetchall()
+    assert statuses == [("succeeded", 200)]
 
 
 def test_quickstart_xcoms_are_small_summaries_and_hold_no_secret(dag_run):

@@ -1,0 +1,253 @@
+"""The result rows as Arrow record batches: one typed schema for Parquet, JSONL and SQL destinations.
+
+Rows are turned into columns a batch at a time (``BATCH_ROWS``), so memory is bounded by the batch,
+not by the job, and every destination reads the same typed columns.
+
+Columns (in order; nullable unless said otherwise):
+
+==================  ========================  =====================================================
+column              Arrow type                meaning
+==================  ========================  =====================================================
+job_id              string, not null          the job (``dag_id__run_id`` by default)
+shard               int32, not null           input shard the request was built into
+batch_id            string, not null          the batch whose answer this row holds
+custom_id           string, not null          the request's id (unique within the job)
+record_key          string, not null          the record's key field value, as text
+status              string, not null          succeeded, failed, invalid_output, expired, cancelled, missing
+attempt             int32, not null           1 for the first batch, 2+ for retries
+http_status         int32                     ``response.status_code`` (null: never answered)
+error_code          string                    API error code/type, or batch_expired, invalid_json…
+error_message       string                    the service's message
+model               string                    the model that answered
+content             string                    text answer (also the raw text of invalid JSON)
+refusal             string                    the model's refusal, if it refused
+finish_reason       string                    stop, length, content_filter… (responses: status)
+parsed              string                    JSON text: the parsed answer when a JSON format was asked
+embedding           list<float32>             the embedding vector (embeddings endpoint)
+input_tokens        int64, not null           reported input tokens (0 when not answered)
+cached_tokens       int64, not null           of which read from the prompt cache
+output_tokens       int64, not null           reported output tokens
+reasoning_tokens    int64, not null           of which reasoning tokens
+cost_usd            float64                   Batch-priced cost (null: model not in the price table)
+request_id          string                    the service's request id
+responded_at        timestamp[ms, UTC]        when the service answered (second precision)
+batch_created_at    timestamp[ms, UTC]        when the batch was created
+batch_ended_at      timestamp[ms, UTC]        when the batch completed (null for expired/cancelled)
+collected_at        timestamp[ms, UTC], not   when the row was reconciled
+                    null
+==================  ========================  =====================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from airflow_provider_openai_batch.core.results import (
+    RESULT_FIELDS,
+    RESULT_STATUSES,
+    VALUE_FIELDS,
+    Reconciler,
+    ResultRow,
+    Values,
+)
+
+SCHEMA_VERSION = "1"
+BATCH_ROWS = 65_536
+
+# Parquet has no second-precision timestamps: rows carry epoch seconds, columns hold milliseconds.
+_UTC_SECONDS = pa.timestamp("s", tz="UTC")
+_UTC = pa.timestamp("ms", tz="UTC")
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("job_id", pa.string(), nullable=False),
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("custom_id", pa.string(), nullable=False),
+        pa.field("record_key", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("attempt", pa.int32(), nullable=False),
+        pa.field("http_status", pa.int32()),
+        pa.field("error_code", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("content", pa.string()),
+        pa.field("refusal", pa.string()),
+        pa.field("finish_reason", pa.string()),
+        pa.field("parsed", pa.string()),
+        pa.field("embedding", pa.list_(pa.float32())),
+        pa.field("input_tokens", pa.int64(), nullable=False),
+        pa.field("cached_tokens", pa.int64(), nullable=False),
+        pa.field("output_tokens", pa.int64(), nullable=False),
+        pa.field("reasoning_tokens", pa.int64(), nullable=False),
+        pa.field("cost_usd", pa.float64()),
+        pa.field("request_id", pa.string()),
+        pa.field("responded_at", _UTC),
+        pa.field("batch_created_at", _UTC),
+        pa.field("batch_ended_at", _UTC),
+        pa.field("collected_at", _UTC, nullable=False),
+    ],
+    metadata={"openai_batch.schema_version": SCHEMA_VERSION},
+)
+assert tuple(RESULT_SCHEMA.names) == RESULT_FIELDS, "the Arrow schema must follow ResultRow field for field"
+
+_encode = msgspec.json.Encoder().encode
+# The types rows are built with: the schema's, but epoch seconds for timestamps (cast afterwards).
+_BUILD_SCHEMA = pa.schema([f.with_type(_UTC_SECONDS) if f.type == _UTC else f for f in RESULT_SCHEMA])
+_VALUE_TYPES = [_BUILD_SCHEMA.field(name).type for name in VALUE_FIELDS]
+_PARSED = VALUE_FIELDS.index("parsed")
+
+
+def reconciled_batches(
+    reconciler: Reconciler, *line_sources: Iterable[bytes], size: int = BATCH_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """Reconcile lines straight into record batches of at most ``size`` rows, as they stream in."""
+    pending: list[Values] = []
+    for values in reconciler.values(*line_sources):
+        pending.append(values)
+        if len(pending) >= size:
+            yield values_to_batch(reconciler, pending)
+            pending = []
+    if pending:
+        yield values_to_batch(reconciler, pending)
+
+
+def values_to_batch(reconciler: Reconciler, values: list[Values]) -> pa.RecordBatch:
+    """Columns from the varying values; the batch's own fields are repeated column-wise, not per row."""
+    count = len(values)
+    columns: dict[str, pa.Array] = {}
+    for index, (name, kind) in enumerate(zip(VALUE_FIELDS, _VALUE_TYPES, strict=True)):
+        column = [row[index] for row in values]
+        if index == _PARSED and any(v is not None for v in column):
+            column = [None if v is None else _encode(v).decode() for v in column]
+        columns[name] = pa.array(column, type=kind)
+    columns["record_key"] = columns["custom_id"]
+    outcome = reconciler.outcome
+    constants = {
+        "job_id": outcome.job_id,
+        "batch_id": outcome.batch_id,
+        "attempt": outcome.attempt,
+        "batch_created_at": outcome.created_at,
+        "batch_ended_at": outcome.ended_at,
+        "collected_at": reconciler.collected_at,
+    }
+    for name, value in constants.items():
+        kind = _BUILD_SCHEMA.field(name).type
+        columns[name] = pa.nulls(count, kind) if value is None else pa.repeat(pa.scalar(value, kind), count)
+    batch = pa.RecordBatch.from_arrays([columns[name] for name in RESULT_SCHEMA.names], schema=_BUILD_SCHEMA)
+    return batch.cast(RESULT_SCHEMA)
+
+
+def rows_to_batch(rows: Iterable[ResultRow]) -> pa.RecordBatch:
+    """A record batch from full rows (tests, small jobs); the reconciler path uses ``values_to_batch``."""
+    data = [row.to_dict() for row in rows]
+    for row in data:
+        if row["parsed"] is not None:
+            row["parsed"] = _encode(row["parsed"]).decode()
+    return pa.RecordBatch.from_pylist(data, schema=_BUILD_SCHEMA).cast(RESULT_SCHEMA)
+
+
+FORMATS = ("parquet", "jsonl")
+
+
+class JsonlWriter:
+    """Record batches as JSON lines: timestamps in ISO 8601, ``parsed`` as nested JSON (not a string)."""
+
+    def __init__(self, handle: IO[bytes] | Any) -> None:
+        self._handle = handle
+        self._encode = msgspec.json.Encoder().encode
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        lines = []
+        for row in batch.to_pylist():
+            if row["parsed"] is not None:
+                row["parsed"] = msgspec.Raw(row["parsed"].encode())
+            lines.append(self._encode(row))
+        if lines:
+            self._handle.write(b"\n".join(lines) + b"\n")
+
+    def close(self) -> None:
+        """Nothing to finish: each batch is complete lines (the caller owns the handle)."""
+
+
+def open_writer(handle: IO[bytes] | Any, fmt: str = "parquet") -> pq.ParquetWriter | JsonlWriter:
+    """A writer with ``write_batch``/``close`` for ``fmt`` (``parquet``: zstd, a row group per batch)."""
+    if fmt == "parquet":
+        return pq.ParquetWriter(handle, RESULT_SCHEMA, compression="zstd")
+    if fmt == "jsonl":
+        return JsonlWriter(handle)
+    raise ValueError(f"unknown results format {fmt!r}; use one of {FORMATS}")
+
+
+def write_batches(handle: IO[bytes] | Any, batches: Iterable[pa.RecordBatch], fmt: str = "parquet") -> int:
+    """Write record batches to a binary handle in ``fmt``; returns the number of rows."""
+    writer = open_writer(handle, fmt)
+    rows = 0
+    try:
+        for batch in batches:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    finally:
+        writer.close()
+    return rows
+
+
+def format_of(path: str) -> str:
+    """``parquet`` or ``jsonl`` from a file name's extension."""
+    name = path.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    raise ValueError(f"cannot tell the format of {path!r}: name it .parquet or .jsonl")
+
+
+def read_parquet(handle: IO[bytes] | Any, size: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """Stream the record batches of a results Parquet file, checking it has our schema."""
+    parquet = pq.ParquetFile(handle)
+    if not parquet.schema_arrow.equals(RESULT_SCHEMA, check_metadata=False):
+        raise ValueError(f"not a results file of schema version {SCHEMA_VERSION}: {parquet.schema_arrow}")
+    yield from parquet.iter_batches(batch_size=size)
+
+
+class TableCounts:
+    """Counts by status, tokens and cost over record batches, computed column-wise (no per-row Python)."""
+
+    def __init__(self) -> None:
+        self.by_status: dict[str, int] = dict.fromkeys(RESULT_STATUSES, 0)
+        self.sums = {"input_tokens": 0, "cached_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0}
+        self.cost_usd = 0.0
+        self.unpriced_rows = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(self.by_status.values())
+
+    def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Count one batch and hand it back, so counting can sit inside a stream."""
+        for item in pc.value_counts(batch.column("status")).to_pylist():
+            self.by_status[item["values"]] = self.by_status.get(item["values"], 0) + item["counts"]
+        for name in self.sums:
+            self.sums[name] += pc.sum(batch.column(name)).as_py() or 0
+        self.cost_usd += pc.sum(batch.column("cost_usd")).as_py() or 0.0
+        used = pc.or_(pc.greater(batch.column("input_tokens"), 0), pc.greater(batch.column("output_tokens"), 0))
+        self.unpriced_rows += pc.sum(pc.and_(used, pc.is_null(batch.column("cost_usd")))).as_py() or 0
+        return batch
+
+    def counted(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield self.add(batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.rows,
+            **self.by_status,
+            **self.sums,
+            "cost_usd": round(self.cost_usd, 6),
+            "unpriced_rows": self.unpriced_rows,
+        }
