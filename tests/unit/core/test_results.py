@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import base64
+from array import array
+
 import msgspec
 import pytest
 
-from airflow_provider_openai_batch.core.results import BatchOutcome, Reconciler
+from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, ReconcileError, Reconciler
 
 enc = msgspec.json.encode
 
@@ -137,3 +140,82 @@ def test_unknown_model_price_leaves_cost_empty_and_is_counted():
     line = chat_line("a").replace(b"gpt-4o-mini", b"my-finetune")
     (row,) = list(reconciler.rows([line]))
     assert row.cost_usd is None and reconciler.counts.unpriced_rows == 1
+
+
+def test_a_failed_http_status_in_the_output_file_is_a_failure_even_without_an_error_field():
+    line = enc({"custom_id": "a", "response": {"status_code": 503, "body": {}}, "error": None})
+    rows, _ = reconcile(["a"], [line])
+    assert (rows["a"].status, rows["a"].http_status, rows["a"].error_code) == ("failed", 503, None)
+
+
+def test_request_timeouts_and_unknown_request_errors_are_failures_with_their_code():
+    rows, counts = reconcile(["a", "b"], [], [error_line("a", "request_timeout"), error_line("b", "weird")])
+    assert (rows["a"].status, rows["a"].error_code, rows["a"].http_status) == ("failed", "request_timeout", None)
+    assert rows["b"].error_code == "weird"
+
+
+def test_a_body_of_an_unknown_shape_keeps_its_status_code_and_raw_text():
+    line = enc({"custom_id": "a", "response": {"status_code": 200, "body": {"choices": "not a list"}}})
+    rows, counts = reconcile(["a"], [line])
+    assert (rows["a"].status, rows["a"].http_status, rows["a"].error_code) == ("invalid_output", 200, "unreadable_body")
+    assert msgspec.json.decode(rows["a"].content) == {"choices": "not a list"}
+    assert counts.unparseable_lines == 0
+
+
+def test_a_failed_batch_makes_every_request_a_failure_carrying_the_batch_error():
+    outcome = BatchOutcome(
+        "job", 0, "b", "failed", error_code="token_limit_exceeded", error_message="Enqueued token limit"
+    )
+    rows = list(Reconciler(outcome, ["a", "b"]).rows())
+    assert [(r.status, r.error_code, r.error_message) for r in rows] == [
+        ("failed", "token_limit_exceeded", "Enqueued token limit")
+    ] * 2
+
+
+def test_a_shard_repeating_a_custom_id_is_refused():
+    with pytest.raises(ReconcileError, match="'a' appears twice"):
+        Reconciler(BatchOutcome("job", 0, "b", "completed"), ["a", "b", "a"])
+
+
+def test_retry_shard_rows_keep_the_input_shard_each_request_came_from():
+    reconciler = Reconciler(
+        BatchOutcome("job", 7, "b", "completed", attempt=2), ["a", "b", "c"], origins=[(0, 2), (3, 1)]
+    )
+    rows = {row.custom_id: row for row in reconciler.rows([chat_line("c"), chat_line("a"), chat_line("b")])}
+    assert {k: (r.shard, r.attempt) for k, r in rows.items()} == {"a": (0, 2), "b": (0, 2), "c": (3, 2)}
+
+
+def test_rows_carry_the_batch_timestamps_and_the_answer_time():
+    line = chat_line("a").replace(b'"object":"chat.completion"', b'"object":"chat.completion","created":1767225600')
+    outcome = BatchOutcome("job", 0, "b", "completed", created_at=100, ended_at=200)
+    (row,) = Reconciler(outcome, ["a"]).rows([line])
+    assert (row.responded_at, row.batch_created_at, row.batch_ended_at) == (1767225600, 100, 200)
+    assert row.collected_at is not None and row.collected_at > 1767225600 - 10**9
+
+
+def test_base64_embeddings_are_decoded_to_floats():
+    vector = base64.b64encode(array("f", [0.5, -2.0]).tobytes()).decode()
+    body = {"object": "list", "model": "m", "data": [{"embedding": vector}], "usage": {"prompt_tokens": 1}}
+    (row,) = Reconciler(BatchOutcome("job", 0, "b", "completed"), ["e"]).rows(
+        [enc({"custom_id": "e", "response": {"status_code": 200, "body": body}})]
+    )
+    assert row.embedding == [0.5, -2.0]
+
+
+def test_responses_refusals_and_incomplete_answers():
+    body = {
+        "object": "response",
+        "status": "incomplete",
+        "incomplete_details": {"reason": "max_output_tokens"},
+        "output": [{"type": "message", "content": [{"type": "refusal", "refusal": "I can't"}]}],
+    }
+    (row,) = Reconciler(BatchOutcome("job", 0, "b", "completed"), ["r"]).rows(
+        [enc({"custom_id": "r", "response": {"status_code": 200, "body": body}})]
+    )
+    assert (row.content, row.refusal, row.finish_reason) == (None, "I can't", "max_output_tokens")
+
+
+def test_counts_survive_a_round_trip_through_json():
+    _, counts = reconcile(["a", "b"], [chat_line("a"), chat_line("zzz"), b"{bad"], status="expired")
+    again = ReconcileCounts.from_dict(msgspec.json.decode(msgspec.json.encode(counts.to_dict())))
+    assert again.to_dict() == counts.to_dict()

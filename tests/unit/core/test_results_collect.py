@@ -1,0 +1,87 @@
+"""Collecting attempts: every request ends with exactly one final row, in the attempt that answered it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from airflow_provider_openai_batch.core.collect import ShardRun, collect_attempt
+from airflow_provider_openai_batch.core.results import BatchOutcome
+from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShardWriter
+from tests.unit.core.test_results import chat_line
+from tests.unit.core.test_results_retries import opener, request
+
+
+class Stage:
+    """Collects what an attempt stages."""
+
+    def __init__(self) -> None:
+        self.batches: list[pa.RecordBatch] = []
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        self.batches.append(batch)
+
+    def rows(self) -> dict[str, dict]:
+        return {r["custom_id"]: r for r in pa.Table.from_batches(self.batches).to_pylist()} if self.batches else {}
+
+
+def run(shard: int, ids: list[str], lines: list[bytes], status="completed", attempt=1, path=None, origins=None):
+    def requests():
+        return Path(path).read_bytes().splitlines(keepends=True) if path else [request(i) for i in ids]
+
+    outcome = BatchOutcome("job", shard, f"batch-{attempt}-{shard}", status, attempt=attempt)
+    return ShardRun(outcome, requests, lambda: [lines], origins)
+
+
+def test_retriable_failures_go_to_the_next_attempt_and_each_request_ends_once(tmp_path):
+    policy = RetryPolicy(max_attempts=2)
+    stage1 = Stage()
+    retries = RetryShardWriter(opener(tmp_path), "job-attempt-2", 2)
+    runs = [
+        run(
+            0, ["a", "b", "c", "d"], [chat_line("a"), chat_line("b", status=500), chat_line("c", status=400)], "expired"
+        ),
+        run(1, ["e", "f"], [chat_line("e", status=429), chat_line("f")]),
+    ]
+    first = collect_attempt(runs, 1, stage1, policy=policy, retries=retries)
+    (retry,) = retries.close()
+    assert (first.staged_rows, first.retried) == (3, 3)
+    assert set(stage1.rows()) == {"a", "c", "f"}
+    assert retry.origins == ((0, 2), (1, 1))
+
+    stage2 = Stage()
+    second_run = run(
+        7, [], [chat_line("b"), chat_line("d", status=500), chat_line("e")], attempt=2, path=retry.shard.path
+    )
+    second_run = ShardRun(second_run.outcome, second_run.requests, second_run.results, retry.origins)
+    second = collect_attempt([second_run], 2, stage2, policy=policy, retries=None)
+    assert (second.staged_rows, second.retried) == (3, 0)
+
+    final = {**stage1.rows(), **stage2.rows()}
+    assert len(final) == len(stage1.rows()) + len(stage2.rows()) == 6
+    summary = {k: (r["status"], r["attempt"], r["shard"], r["http_status"]) for k, r in sorted(final.items())}
+    assert summary == {
+        "a": ("succeeded", 1, 0, 200),
+        "b": ("succeeded", 2, 0, 200),
+        "c": ("failed", 1, 0, 400),
+        "d": ("failed", 2, 0, 500),
+        "e": ("succeeded", 2, 1, 200),
+        "f": ("succeeded", 1, 1, 200),
+    }
+
+
+def test_anomalies_are_reported_per_batch(tmp_path):
+    stage = Stage()
+    lines = [chat_line("a"), chat_line("a"), chat_line("ghost"), b"{broken"]
+    report = collect_attempt([run(0, ["a"], lines)], 1, stage)
+    assert report.anomalies == [
+        {"batch_id": "batch-1-0", "duplicate_lines": 1, "unknown_custom_ids": 1, "unparseable_lines": 1}
+    ]
+    assert report.staged_rows == 1
+
+
+def test_without_a_retry_writer_every_row_is_final(tmp_path):
+    stage = Stage()
+    report = collect_attempt([run(0, ["a"], [chat_line("a", status=500)])], 1, stage, policy=RetryPolicy(3))
+    assert (report.staged_rows, report.retried, stage.rows()["a"]["status"]) == (1, 0, "failed")

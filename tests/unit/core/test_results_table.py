@@ -1,0 +1,114 @@
+"""Result rows as Arrow: the column-wise path equals the row path; Parquet round trip; column-wise counts."""
+
+from __future__ import annotations
+
+import io
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_provider_openai_batch.core.costs import PriceTable
+from airflow_provider_openai_batch.core.result_table import (
+    RESULT_SCHEMA,
+    TableCounts,
+    format_of,
+    read_parquet,
+    reconciled_batches,
+    rows_to_batch,
+    write_batches,
+)
+from airflow_provider_openai_batch.core.results import BatchOutcome, Reconciler
+from tests.unit.core.test_results import chat_line, error_line
+
+enc = msgspec.json.encode
+PRICES = PriceTable.load({"gpt-4o-mini": {"input": 1.0, "output": 2.0}})
+
+
+def mixed_lines() -> list[bytes]:
+    embedding = {"object": "list", "model": "e", "data": [{"embedding": [0.5, 0.25]}], "usage": {"prompt_tokens": 2}}
+    return [
+        chat_line("ok", '{"label": "pos"}'),
+        chat_line("bad-json", "{oops"),
+        chat_line("http-429", status=429),
+        error_line("timeout", "request_timeout"),
+        enc({"custom_id": "emb", "response": {"status_code": 200, "body": embedding}}),
+        enc({"custom_id": "odd", "response": {"status_code": 200, "body": {"choices": 3}}}),
+        chat_line("ok"),  # a duplicate: counted, not written
+        b"{garbage",
+    ]
+
+
+IDS = ["ok", "bad-json", "http-429", "timeout", "emb", "odd", "never-answered"]
+
+
+def reconciler() -> Reconciler:
+    outcome = BatchOutcome("job", 2, "batch_9", "expired", attempt=2, expect_json=True, created_at=10, ended_at=None)
+    return Reconciler(outcome, IDS, PRICES)
+
+
+def test_the_column_wise_path_gives_the_same_table_as_the_row_path():
+    rows_path = reconciler()
+    expected = rows_to_batch(list(rows_path.rows(mixed_lines())))
+    batches_path = reconciler()
+    batches_path.collected_at = rows_path.collected_at
+    got = pa.Table.from_batches(list(reconciled_batches(batches_path, mixed_lines(), size=3)))
+    assert got.schema.equals(RESULT_SCHEMA)
+    assert got.to_pylist() == pa.Table.from_batches([expected]).to_pylist()
+    assert [b.num_rows for b in reconciled_batches(reconciler(), mixed_lines(), size=3)] == [3, 3, 1]
+    statuses = dict(zip(got.column("custom_id").to_pylist(), got.column("status").to_pylist(), strict=True))
+    assert statuses == {
+        "ok": "succeeded",
+        "bad-json": "invalid_output",
+        "http-429": "failed",
+        "timeout": "failed",
+        "emb": "succeeded",
+        "odd": "invalid_output",
+        "never-answered": "expired",
+    }
+
+
+def test_parquet_round_trip_keeps_types_and_values():
+    batches = list(reconciled_batches(reconciler(), mixed_lines()))
+    buffer = io.BytesIO()
+    assert write_batches(buffer, batches) == len(IDS)
+    buffer.seek(0)
+    back = pa.Table.from_batches(list(read_parquet(buffer)))
+    assert back.schema.equals(RESULT_SCHEMA, check_metadata=False)
+    assert back.to_pylist() == pa.Table.from_batches(batches).to_pylist()
+    row = back.filter(pa.compute.equal(back.column("custom_id"), "ok")).to_pylist()[0]
+    assert row["parsed"] == '{"label":"pos"}' and row["batch_created_at"].timestamp() == 10
+
+
+def test_a_parquet_file_of_another_schema_is_refused():
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"x": [1]}), buffer)
+    buffer.seek(0)
+    with pytest.raises(ValueError, match="not a results file"):
+        list(read_parquet(buffer))
+
+
+def test_column_wise_counts_equal_the_reconcilers_counts():
+    source = reconciler()
+    counts = TableCounts()
+    for batch in reconciled_batches(source, mixed_lines(), size=2):
+        counts.add(batch)
+    expected = source.counts.to_dict()
+    for key in ("duplicate_lines", "unknown_custom_ids", "unparseable_lines"):
+        expected.pop(key)
+    assert counts.to_dict() == expected
+    assert expected["requests"] == len(IDS) and expected["cost_usd"] > 0 and expected["unpriced_rows"] == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "fmt"),
+    [("out.parquet", "parquet"), ("s3://b/x.PQ", "parquet"), ("a.jsonl", "jsonl"), ("a.ndjson", "jsonl")],
+)
+def test_format_follows_the_extension(path, fmt):
+    assert format_of(path) == fmt
+
+
+def test_an_unknown_extension_is_refused():
+    with pytest.raises(ValueError, match=r"\.parquet or \.jsonl"):
+        format_of("results.csv")
