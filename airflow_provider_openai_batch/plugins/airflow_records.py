@@ -49,9 +49,8 @@ class AirflowRecords:
                 ).all()
                 if not build_tasks:
                     continue
-                query = XComModel.get_many(
-                    run_id=run_id, key="return_value", dag_ids=dag_id, task_ids=build_tasks, map_indexes=-1
-                )
+                # Every map index: a build task mapped over models returns one shard list each.
+                query = XComModel.get_many(run_id=run_id, key="return_value", dag_ids=dag_id, task_ids=build_tasks)
                 for row in session.scalars(query):
                     estimates.update(estimates_from_shards(XComModel.deserialize_value(row)))
         return estimates
@@ -72,8 +71,8 @@ def estimates_from_shards(shards: Any) -> dict[ShardKey, float]:
 
 
 def shard_estimate(shard: Mapping[str, Any]) -> float | None:
-    """A shard's estimated cost, under whichever of the build step's keys holds it."""
-    for value in (shard.get("estimated_cost_usd"), _nested(shard.get("estimate"), "cost_usd")):
+    """A shard's estimated cost: the build step writes it as the shard's ``cost_usd`` (a ceiling)."""
+    for value in (shard.get("cost_usd"), shard.get("estimated_cost_usd"), _nested(shard.get("estimate"), "cost_usd")):
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
     return None

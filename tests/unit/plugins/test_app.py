@@ -240,3 +240,17 @@ def test_configured_connections_come_from_the_airflow_config(monkeypatch):
     assert configured_conn_ids() == ["openai_default"]
     monkeypatch.setenv("AIRFLOW__OPENAI_BATCH__UI_CONN_IDS", " openai_default, azure_batches ,")
     assert configured_conn_ids() == ["openai_default", "azure_batches"]
+
+
+def test_shard_estimates_are_read_from_the_build_steps_shard_list():
+    from airflow_provider_openai_batch.plugins.airflow_records import estimates_from_shards
+
+    shards = [
+        {"job_id": "j", "index": 0, "requests": 10, "cost_usd": 0.25},
+        {"job_id": "j", "index": 1, "requests": 10, "cost_usd": None},
+        {"job_id": "j", "index": 2, "estimate": {"cost_usd": 1}},
+        {"index": 3, "cost_usd": 9.0},
+        "not a shard",
+    ]
+    assert estimates_from_shards(shards) == {("j", "0"): 0.25, ("j", "2"): 1.0}
+    assert estimates_from_shards({"job_id": "j"}) == {}
