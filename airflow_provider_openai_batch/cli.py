@@ -23,6 +23,17 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def _add_input_commands(commands: argparse._SubParsersAction) -> None:
+    from airflow_provider_openai_batch import input_cli  # light: its work is imported when run
+
+    validate = commands.add_parser("validate", help="check batch input JSONL; path:line: message, exit 1 on errors")
+    input_cli.add_validate_arguments(validate)
+    validate.set_defaults(handler=input_cli.run_validate)
+    estimate = commands.add_parser("estimate", help="tokens and cost of batch input JSONL, per file and in total")
+    input_cli.add_estimate_arguments(estimate)
+    estimate.set_defaults(handler=input_cli.run_estimate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openai-batch", description="OpenAI Batch API tools.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _emulator(emulator)
     emulator.set_defaults(handler=_run_emulator)
+    _add_input_commands(commands)
     return parser
 
 

@@ -72,6 +72,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": INTEGRATION,
                 "python-modules": [
                     f"{PACKAGE}.operators.build",
+                    f"{PACKAGE}.operators.validate",
                     f"{PACKAGE}.operators.submit",
                     f"{PACKAGE}.operators.results",
                 ],

@@ -45,6 +45,10 @@ class JobEstimate:
                 f"for {self.estimated_strings:,}"
             )
         extra = f"; {self.note}" if self.note else ""
+        if self.total.uncapped_requests:
+            extra += (
+                f"; {self.total.uncapped_requests:,} request(s) set no output limit, so the model's maximum was assumed"
+            )
         return f"{text} ({how}; output is the ceiling){extra}"
 
     def to_dict(self) -> dict[str, Any]:

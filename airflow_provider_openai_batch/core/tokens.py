@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import logging
+import operator
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -264,16 +265,15 @@ class TextTokenCounter:
         return counts
 
     def _estimated(self, values: list[str]) -> list[int] | None:
-        """Length-based counts for a chunk of one kind of text, measured before; else None."""
-        kinds = set(map(str.isascii, values))
-        if len(kinds) != 1:
+        """Length-based counts, in C; None when a kind of text in ``values`` was never measured."""
+        kinds = list(map(str.isascii, values))
+        present = set(kinds)
+        if not all(self._chars[kind] for kind in present):
             return None
-        kind = kinds.pop()
-        if not self._chars[kind]:
-            return None
-        ratio = self._tokens[kind] / self._chars[kind]
+        ratios = tuple(self._tokens[kind] / self._chars[kind] if self._chars[kind] else 0.0 for kind in (0, 1))
         self.estimated_strings += len(values)
-        return list(map(round, map(ratio.__mul__, map(len, values))))
+        per_char = map(ratios.__getitem__, kinds)
+        return list(map(round, map(operator.mul, map(len, values), per_char)))
 
     def _one(self, value: str, index: int) -> int:
         kind = value.isascii()

@@ -1,0 +1,194 @@
+"""Batch input files users bring: validated, fingerprinted and estimated in one streamed pass.
+
+Used by ``openai-batch validate`` / ``openai-batch estimate`` and the validate operator, so a
+JSONL file written by other tools gets the same checks as the builder's shards, and becomes a
+shard (path, counts, sha256, estimate) the submit operator takes. Files are read through a
+caller's reader, once; memory stays flat apart from the validator's custom_id hashes. Imports
+nothing from Airflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from airflow_provider_openai_batch.core.building import JobEstimate, ShardReader
+from airflow_provider_openai_batch.core.costs import Estimate, PriceTable, UnknownModelPriceError
+from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
+from airflow_provider_openai_batch.core.shards import Shard
+from airflow_provider_openai_batch.core.tokens import count_request_tokens
+from airflow_provider_openai_batch.core.validation import FileSummary, ValidationReport, Validator
+
+
+class _Request(msgspec.Struct):
+    url: str = ""
+    body: dict = msgspec.field(default_factory=dict)
+
+
+class _Id(msgspec.Struct):
+    custom_id: str = ""
+
+
+class _FirstLine(msgspec.Struct):
+    body: dict = msgspec.field(default_factory=dict)
+
+
+_decode_request = msgspec.json.Decoder(_Request).decode
+_decode_id = msgspec.json.Decoder(_Id).decode
+_decode_first = msgspec.json.Decoder(_FirstLine).decode
+
+
+class LineEstimator:
+    """Input tokens (exact, per body) and the output ceiling of request lines as they stream by.
+
+    Lines that do not decode, or whose endpoint has no token counter, are counted in ``skipped``
+    (the validator reports what is wrong with them).
+    """
+
+    def __init__(self) -> None:
+        self.requests = self.input_tokens = self.max_output_tokens = self.uncapped = self.skipped = 0
+        self.models: set[str] = set()
+        self.note = ""
+
+    def add(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            request = _decode_request(line)
+            tokens = count_request_tokens(request.url, request.body)
+        except (msgspec.DecodeError, OpenAIBatchInputError, TypeError, AttributeError) as err:
+            self.skipped += 1
+            self.note = self.note or f"{self.skipped} line(s) not estimated: {err}"
+            return
+        self.requests += 1
+        self.input_tokens += tokens.input_tokens
+        self.max_output_tokens += tokens.max_output_tokens
+        self.uncapped += tokens.output_limit_assumed
+        model = request.body.get("model")
+        if isinstance(model, str):
+            self.models.add(model)
+
+    def estimate(self, prices: PriceTable) -> JobEstimate:
+        """Totals priced with ``prices``; unpriced when the model has no price or there are several."""
+        model = next(iter(self.models)) if len(self.models) == 1 else "mixed"
+        note = self.note
+        try:
+            cost, priced = prices.cost(model, self.input_tokens, self.max_output_tokens), True
+        except UnknownModelPriceError as err:
+            cost, priced = 0.0, False
+            note = "; ".join(filter(None, (note, str(err) if len(self.models) <= 1 else "several models")))
+        total = Estimate(self.requests, self.input_tokens, self.max_output_tokens, cost, model, self.uncapped)
+        return JobEstimate(total, "exact", priced=priced, note=note)
+
+
+@dataclass(frozen=True)
+class InspectedFile:
+    """One file's validation summary, fingerprint and estimate."""
+
+    summary: FileSummary
+    sha256: str
+    first_custom_id: str
+    last_custom_id: str
+    estimator: LineEstimator | None
+    expects_json: bool = False
+
+    def shard(self, index: int, prices: PriceTable | None = None) -> Shard:
+        """The file as a shard the submit operator takes (estimates filled when counted and priced)."""
+        estimate = self.estimator.estimate(prices) if self.estimator and prices else None
+        total = estimate.total if estimate else None
+        return Shard(
+            index=index,
+            path=self.summary.path,
+            requests=self.summary.requests,
+            bytes=self.summary.bytes,
+            sha256=self.sha256,
+            first_custom_id=self.first_custom_id,
+            last_custom_id=self.last_custom_id,
+            input_tokens=total.input_tokens if total else None,
+            max_output_tokens=total.max_output_tokens if total else None,
+            cost_usd=total.cost_usd if total and estimate and estimate.priced else None,
+        )
+
+
+class _Tee:
+    """Hands a file's lines on while hashing them, noting the first and last, and estimating each."""
+
+    def __init__(self, lines: Iterable[bytes], estimator: LineEstimator | None) -> None:
+        self._lines = lines
+        self._estimator = estimator
+        self.hash = hashlib.sha256()
+        self.first = self.last = b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        update, add = self.hash.update, (self._estimator.add if self._estimator else None)
+        for line in self._lines:
+            update(line)
+            if add is not None:
+                add(line)
+            if not self.first:
+                self.first = line
+            self.last = line
+            yield line
+
+
+def _custom_id(line: bytes) -> str:
+    try:
+        return _decode_id(line).custom_id
+    except msgspec.DecodeError:
+        return ""
+
+
+def _expects_json(line: bytes) -> bool:
+    """Whether the file's first request asks for JSON output (results then parse it)."""
+    try:
+        body = _decode_first(line).body
+    except msgspec.DecodeError:
+        return False
+    fmt = body.get("response_format") or (body.get("text") or {}).get("format") or {}
+    return isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
+
+
+def inspect_files(
+    paths: Sequence[str], reader: ShardReader, *, estimate: bool = True, per_file: bool = False, **limits: int
+) -> tuple[ValidationReport, list[InspectedFile]]:
+    """Validate the files as one job (custom_ids unique across them unless ``per_file``), in one pass each.
+
+    Paths are reported as given. With ``estimate`` each line's tokens are counted exactly.
+    """
+    validator = Validator(**limits)
+    inspected: list[InspectedFile] = []
+    reports: list[ValidationReport] = []
+    for path in paths:
+        if per_file and inspected:
+            reports.append(validator.report())
+            validator = Validator(**limits)
+        estimator = LineEstimator() if estimate else None
+        with reader(path) as handle:
+            tee = _Tee(handle, estimator)
+            summary = validator.validate_lines(path, tee)
+        inspected.append(
+            InspectedFile(
+                summary,
+                tee.hash.hexdigest(),
+                _custom_id(tee.first),
+                _custom_id(tee.last),
+                estimator,
+                _expects_json(tee.first),
+            )
+        )
+    reports.append(validator.report())
+    return _merged(reports), inspected
+
+
+def _merged(reports: list[ValidationReport]) -> ValidationReport:
+    if len(reports) == 1:
+        return reports[0]
+    return ValidationReport(
+        problems=tuple(p for r in reports for p in r.problems),
+        error_count=sum(r.error_count for r in reports),
+        warning_count=sum(r.warning_count for r in reports),
+        files=tuple(f for r in reports for f in r.files),
+    )
