@@ -34,6 +34,16 @@ def _add_input_commands(commands: argparse._SubParsersAction) -> None:
     estimate.set_defaults(handler=input_cli.run_estimate)
 
 
+def _add_reconcile_command(commands: argparse._SubParsersAction) -> None:
+    from airflow_provider_openai_batch import results_cli  # light: its work is imported when run
+
+    reconcile = commands.add_parser(
+        "reconcile", help="join a batch's output/error files to its requests: one row per request, Parquet or JSONL"
+    )
+    results_cli.add_reconcile_arguments(reconcile)
+    reconcile.set_defaults(handler=results_cli.run_reconcile)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openai-batch", description="OpenAI Batch API tools.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _emulator(emulator)
     emulator.set_defaults(handler=_run_emulator)
     _add_input_commands(commands)
+    _add_reconcile_command(commands)
     return parser
 
 

@@ -1,0 +1,111 @@
+"""``openai-batch reconcile`` on files of a batch run outside Airflow (through the emulator and the openai client)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from openai import OpenAI
+
+from tests.conftest import TEST_API_KEY
+
+CLI = [sys.executable, "-m", "airflow_provider_openai_batch.cli", "reconcile"]
+
+
+@pytest.fixture(scope="module")
+def batch_files(emulator, tmp_path_factory) -> dict[str, Path]:
+    """5 requests run by the emulator, expired after 3: an output file of 3 and an error file of 2."""
+    folder = tmp_path_factory.mktemp("cli")
+    requests = folder / "requests.jsonl"
+    schema = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "label", "schema": schema, "strict": True}}
+    lines = [
+        {
+            "custom_id": f"fb-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": f"text {i}"}],
+                "response_format": fmt,
+            },
+        }
+        for i in range(5)
+    ]
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    emulator.update_settings(expire_after_requests=3)
+    try:
+        client = OpenAI(base_url=emulator.base_url, api_key=TEST_API_KEY)
+        uploaded = client.files.create(file=requests.open("rb"), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        while batch.status not in ("completed", "expired", "cancelled", "failed"):
+            time.sleep(0.05)
+            batch = client.batches.retrieve(batch.id)
+    finally:
+        emulator.update_settings(expire_after_requests=None)
+    assert batch.status == "expired" and batch.output_file_id and batch.error_file_id
+    output, errors = folder / "output.jsonl", folder / "errors.jsonl"
+    output.write_bytes(client.files.content(batch.output_file_id).content)
+    errors.write_bytes(client.files.content(batch.error_file_id).content)
+    return {"requests": requests, "output": output, "errors": errors, "folder": folder}
+
+
+def reconcile(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_reconcile_writes_parquet_and_prints_counts_by_status(batch_files):
+    dest = batch_files["folder"] / "out" / "rows.parquet"
+    done = reconcile(
+        "--requests", str(batch_files["requests"]), "--output", str(batch_files["output"]),
+        "--errors", str(batch_files["errors"]), "--dest", str(dest), "--batch-status", "expired",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.splitlines()[0]
+        == "requests=5 succeeded=3 failed=0 invalid_output=0 expired=2 cancelled=0 missing=0"
+    )
+    assert f"wrote 5 rows to {dest} (parquet)" in done.stdout
+    rows = pq.read_table(dest).to_pylist()
+    assert sorted(r["custom_id"] for r in rows) == [f"fb-{i}" for i in range(5)]
+    answered = [r for r in rows if r["status"] == "succeeded"]
+    assert all(json.loads(r["parsed"])["label"] for r in answered)  # JSON asked for: parsed automatically
+    assert {r["job_id"] for r in rows} == {"requests"}
+    assert [p.name for p in dest.parent.iterdir()] == ["rows.parquet"]
+
+
+def test_reconcile_writes_jsonl_by_extension_and_marks_requests_without_lines_missing(batch_files):
+    dest = batch_files["folder"] / "rows.jsonl"
+    done = reconcile(
+        "--requests", str(batch_files["requests"]), "--output", str(batch_files["output"]), "--dest", str(dest)
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in dest.read_text().splitlines()]
+    assert sorted(r["status"] for r in rows) == ["missing", "missing", "succeeded", "succeeded", "succeeded"]
+    assert "missing=2" in done.stdout
+
+
+def test_reconcile_needs_no_airflow(batch_files, tmp_path):
+    code = (
+        "import sys\n"
+        "from airflow_provider_openai_batch.cli import main\n"
+        f"main(['reconcile', '--requests', {str(batch_files['requests'])!r}, '--output', "
+        f"{str(batch_files['output'])!r}, '--dest', {str(tmp_path / 'x.parquet')!r}])\n"
+        "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_reconcile_says_which_file_is_missing(tmp_path):
+    done = reconcile(
+        "--requests", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o.jsonl"), "--dest", "x.parquet"
+    )
+    assert done.returncode == 2 and "nope.jsonl: no such file" in done.stderr
