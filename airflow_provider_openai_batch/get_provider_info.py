@@ -78,6 +78,7 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "sensors": [{"integration-name": INTEGRATION, "python-modules": [f"{PACKAGE}.sensors.batch"]}],
         "triggers": [{"integration-name": INTEGRATION, "python-modules": [f"{PACKAGE}.triggers.batch"]}],
         "extra-links": [f"{PACKAGE}.links.batch.OpenAIBatchLink"],
         "plugins": [{"name": "openai_batch", "plugin-class": f"{PACKAGE}.plugins.openai_batches.OpenAIBatchesPlugin"}],

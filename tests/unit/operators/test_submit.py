@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
@@ -35,6 +39,33 @@ def make_shard(tmp_path, lines: list[str], index: int = 0) -> dict:
         "endpoint": "/v1/chat/completions",
         "model": "gpt-4o-mini",
     }
+
+
+@contextlib.contextmanager
+def knobs(emulator, **changes: Any) -> Iterator[None]:
+    """Turn emulator knobs for one block, then put back the values they had."""
+    before = emulator.settings.to_dict()
+    emulator.update_settings(**changes)
+    try:
+        yield
+    finally:
+        emulator.update_settings(**{name: before[name] for name in changes})
+
+
+@dataclass
+class StateStore:
+    """A stand-in for Airflow's task state store: a dict behind its get / set / delete."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
 
 
 def operator(shard, **kwargs) -> OpenAIBatchSubmitOperator:

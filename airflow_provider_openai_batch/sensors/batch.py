@@ -1,0 +1,144 @@
+"""Wait for a batch submitted elsewhere: the sensor only reads, so retrying it never submits again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
+
+from airflow_provider_openai_batch.core.polling import PollPolicy, Progress
+from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
+from airflow_provider_openai_batch.links.batch import OpenAIBatchLink
+from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+from airflow_provider_openai_batch.triggers.events import batch_summary, check_event, failure_message
+
+# The task state store key counting failed status reads in a row, so the budget holds across the
+# separate processes of reschedule mode.
+ERRORS_KEY = "openai_batch_sensor_errors"
+
+
+class OpenAIBatchSensor(BaseSensorOperator):
+    """
+    Wait until a batch ends, in ``poke``, ``reschedule`` or deferrable mode.
+
+    For batches created outside this DAG (another system, a notebook, an earlier run). It never
+    cancels the batch: it does not own it. Transient API errors are tolerated up to
+    ``max_consecutive_errors`` reads in a row, in every mode.
+
+    Returns (XCom) the batch's summary — ids, status, counts, usage — and pushes ``batch_id`` for
+    the "OpenAI batch" extra link.
+
+    :param batch_id: the batch to wait for (templated).
+    :param conn_id: the OpenAI connection.
+    :param deferrable: wait on the triggerer instead of in a worker slot.
+    :param allow_partial: ``expired`` and ``cancelled`` batches succeed (their finished requests
+        are in the output file); ``False`` fails the task on them.
+    :param max_consecutive_errors: transient API errors in a row before the task fails.
+    """
+
+    template_fields: Sequence[str] = ("batch_id",)
+    operator_extra_links = (OpenAIBatchLink(),)
+
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        conn_id: str = OpenAIBatchHook.default_conn_name,
+        deferrable: bool = False,
+        allow_partial: bool = True,
+        max_consecutive_errors: int = 5,
+        poke_interval: float | timedelta = 60,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, **kwargs)
+        self.batch_id = batch_id
+        self.conn_id = conn_id
+        self.deferrable = deferrable
+        self.allow_partial = allow_partial
+        self.max_consecutive_errors = max_consecutive_errors
+
+    @property
+    def hook(self) -> OpenAIBatchHook:
+        return OpenAIBatchHook(conn_id=self.conn_id)
+
+    @property
+    def policy(self) -> PollPolicy:
+        return PollPolicy(self.poke_interval, None, self.max_consecutive_errors)
+
+    def execute(self, context: Context) -> Any:
+        context["ti"].xcom_push(key="batch_id", value=self.batch_id)
+        if not self.deferrable:
+            return super().execute(context)
+        done = self.poke(context)
+        if isinstance(done, PokeReturnValue):
+            return done.xcom_value
+        self.defer(
+            trigger=OpenAIBatchTrigger(
+                batch_id=self.batch_id,
+                conn_id=self.conn_id,
+                poll_interval=self.poke_interval,
+                deadline=time.time() + self.timeout,
+                max_consecutive_errors=self.max_consecutive_errors,
+                cancel_on_kill=False,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        try:
+            batch = self.hook.get_batch(self.batch_id)
+        except TRANSIENT_ERRORS as err:
+            errors = self._count_error(context)
+            self.log.warning("Reading batch %s failed (%d in a row): %s", self.batch_id, errors, err)
+            if self.policy.after_error(errors, time.time()) == "give_up":
+                raise AirflowException(f"Lost track of batch {self.batch_id}: {errors} consecutive API errors") from err
+            return False
+        self._reset_errors(context)
+        self.log.info(Progress.from_batch(batch).line(time.time()))
+        if self.policy.after_status(batch.status, time.time()) != "done":
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=self._outcome(batch_summary(batch)))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        event = check_event(event)
+        if event["status"] == "timeout":
+            raise AirflowSensorTimeout(
+                f"Batch {self.batch_id} was still {event.get('batch_status') or 'running'} after the sensor's "
+                f"timeout of {self.timeout:.0f}s; the batch was left running."
+            )
+        if event["status"] == "error":
+            raise AirflowException(f"Lost track of batch {event['batch_id']}: {event['message']}")
+        return self._outcome(event["batch"])
+
+    def _outcome(self, batch: dict[str, Any]) -> dict[str, Any]:
+        status = batch["status"]
+        if status == "failed":
+            raise AirflowException(failure_message(batch))
+        if status in ("expired", "cancelled"):
+            if not self.allow_partial:
+                raise AirflowException(f"Batch {batch['id']} ended {status} (allow_partial=False)")
+            self.log.warning("Batch %s ended %s: only part of its requests have results", batch["id"], status)
+        return batch
+
+    # The error count lives in the task state store when there is one: in reschedule mode each
+    # poke runs in a new process, and an attribute would reset to zero every time.
+
+    def _count_error(self, context: Context) -> int:
+        store = context.get("task_state_store")
+        previous = store.get(ERRORS_KEY, 0) if store is not None else getattr(self, "_errors", 0)
+        errors = (previous if isinstance(previous, int) else 0) + 1
+        self._errors = errors
+        if store is not None:
+            store.set(ERRORS_KEY, errors)
+        return errors
+
+    def _reset_errors(self, context: Context) -> None:
+        store = context.get("task_state_store")
+        if store is not None and getattr(self, "_errors", None) != 0:
+            store.delete(ERRORS_KEY)
+        self._errors = 0
