@@ -66,14 +66,29 @@ class JobEstimate:
 
 
 def write_requests(records: Iterable[Mapping[str, Any]], builder: RequestBuilder, writer: ShardWriter) -> list[Shard]:
-    """Render every record into the writer's shards (the last one is closed even on error)."""
+    """Render every record into the writer's shards (the last one is closed even on error).
+
+    The first request is validated as soon as it is written: a body parameter that is wrong is
+    wrong on every line, and this reports it (as ``first-shard:1: ...``) before a million lines
+    are written to object storage.
+    """
     try:
+        probed = False
         for chunk in builder.chunks(records):
             writer.write_chunk(chunk.ids, chunk.lines, chunk.tokens)
+            if not probed:
+                _probe(writer.shards[0].path if writer.shards else writer.current_path, chunk.lines[0])
+                probed = True
     finally:
         writer.close()
         builder.forget_ids()
     return writer.shards
+
+
+def _probe(path: str, line: bytes) -> None:
+    probe = Validator()
+    probe.validate_lines(path, [line])
+    probe.report().raise_for_errors()
 
 
 def estimate_shards(

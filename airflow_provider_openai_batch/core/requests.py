@@ -22,7 +22,7 @@ import itertools
 import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, get_args
+from typing import Any, Final, NoReturn, get_args
 
 import jinja2
 import msgspec
@@ -377,7 +377,10 @@ class RequestBuilder:
         while batch := list(itertools.islice(iterator, CHUNK_RECORDS)):
             done = self._fast_chunk(batch)
             ids, values = done if done is not None else self._slow_chunk(batch, start)
-            columns = [list(map(_ENCODE, ids)), *(list(map(_ENCODE, column)) for column in values)]
+            try:
+                columns = [list(map(_ENCODE, ids)), *(list(map(_ENCODE, column)) for column in values)]
+            except UnicodeEncodeError:
+                self._raise_unencodable(start, ids, values)
             tokens = self._tokens.chunk(start, values) if self._tokens else None
             yield Chunk(ids, self._layout.join_many(columns), tokens)
             start += len(batch)
@@ -400,6 +403,22 @@ class RequestBuilder:
             return None
         self._seen |= hashes
         return ids, values
+
+    def _raise_unencodable(self, start: int, ids: list[str], values: list[list[str]]) -> NoReturn:
+        """Name the record whose text JSON cannot carry (a lone surrogate, from a bad decode upstream)."""
+        for offset, custom_id in enumerate(ids):
+            for where, text in [
+                ("the key", custom_id),
+                *((t.where, v[offset]) for t, v in zip(self._templates, values, strict=True)),
+            ]:
+                try:
+                    _ENCODE(text)
+                except UnicodeEncodeError as err:
+                    raise RecordError(
+                        f"record #{start + offset + 1} ({self.key_field}={custom_id!r}): {where} renders text that "
+                        f"is not valid Unicode ({err.reason} at character {err.start}); fix the source's encoding"
+                    ) from None
+        raise AssertionError("unreachable: a value failed to encode")
 
     def _slow_chunk(self, batch: list[Any], start: int) -> tuple[list[str], list[list[str]]]:
         ids: list[str] = []

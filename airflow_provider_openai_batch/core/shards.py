@@ -156,6 +156,11 @@ class ShardWriter:
         if self._handle is not None:
             self._close_shard()
 
+    @property
+    def current_path(self) -> str:
+        """Where the shard being written lives (empty before the first line)."""
+        return self._name
+
     def _check_alone(self, custom_id: str, size: int, tokens: int | None) -> None:
         if size > self._max_bytes:
             raise OpenAIBatchInputError(

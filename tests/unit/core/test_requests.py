@@ -276,3 +276,11 @@ def test_endpoints_without_a_token_counter_build_without_an_estimate():
 def test_embedding_inputs_per_request_follow_the_prompt_list():
     assert LAYOUTS[4].inputs_per_request() == 2
     assert LAYOUTS[2].inputs_per_request() == 0
+
+
+def test_text_json_cannot_carry_names_the_record():
+    records = [{"id": 1, "text": "fine"}, {"id": 2, "text": "broken \ud800 text"}]
+    with pytest.raises(
+        RecordError, match=r"record #2 \(id='2'\): messages\[1\]\.content renders text that is not valid"
+    ):
+        list(RequestBuilder(CHAT, "id").lines(records))
