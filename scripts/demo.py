@@ -1,5 +1,7 @@
 """`make demo`: run an example DAG through Airflow against the local emulator, then summarise it.
 
+``make demo DAG=<dag_id>`` runs any DAG of example_dags/; the last line totals every job of the run.
+
 Everything lives under ``.demo/`` (Airflow home, logs, work files) and is recreated on each run.
 The demo uses a throwaway API key and, at the end, checks that no log or file of the run holds it.
 """
@@ -57,6 +59,10 @@ def airflow_env(api_key: str, base_url: str) -> dict[str, str]:
             # The results also go to a SQLite table: the embedded default when there is no warehouse.
             "OPENAI_BATCH_RESULTS_CONN_ID": "openai_batch_results",
             "AIRFLOW_CONN_OPENAI_BATCH_RESULTS": json.dumps({"conn_type": "sqlite", "host": str(RESULTS_DB)}),
+            # DAG=openai_batch_extraction loads into the same SQLite file; DAG=openai_batch_embeddings
+            # writes its Parquet locally (set an s3:// URI to use S3).
+            "OPENAI_BATCH_WAREHOUSE_CONN_ID": "openai_batch_results",
+            "OPENAI_BATCH_EMBEDDINGS_DESTINATION": str(DEMO / "work" / "embeddings"),
         }
     )
     return env
@@ -67,21 +73,48 @@ def run_logged(cmd: list[str], env: dict[str, str], log: Path) -> int:
         return subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
 
 
+TOTALS = ("requests", "succeeded", "failed", "expired", "input_tokens", "output_tokens", "cost_usd")
+
+
 def print_summary(dag_id: str) -> dict:
-    summaries = sorted((DEMO / "work").rglob("summary.json"))
+    """Print each job of the run (a DAG may run several, e.g. one per model); return their totals."""
+    summaries = [json.loads(path.read_text()) for path in sorted((DEMO / "work").rglob("summary.json"))]
     if not summaries:
         raise SystemExit(f"no results summary was written; see {DEMO / 'logs'}")
-    summary = json.loads(summaries[-1].read_text())
+    for summary in summaries:
+        print_job(dag_id, summary, rows=5 if len(summaries) == 1 else 3)
+    for report in sorted((DEMO / "work" / "reports").rglob("*.csv")):
+        print_report(report)
+    print(f"  logs:     {DEMO / 'logs'}")
+    return {key: sum(s[key] for s in summaries) for key in TOTALS}
+
+
+def print_job(dag_id: str, summary: dict, rows: int) -> None:
     results = Path(summary["destination"].removeprefix("file://"))
     print(f"\nDAG {dag_id}: {summary['requests']} requests in {len(summary['batches'])} batch(es)")
+    print(f"  job:      {summary['job_id']}  (cost ${summary['cost_usd']:.6f})")
     print(f"  results:  {results}")
-    for row in _first_rows(results, 5):
-        text = (row.get("content") or row.get("error_message") or "")[:40]
+    for row in _first_rows(results, rows):
+        text = (row.get("content") or row.get("error_message") or _vector(row.get("embedding")))[:40]
         print(f"  {row['custom_id']:<10} {row['status']:<10} {text}")
     for where in summary.get("destinations", [])[1:]:
         print(f"  also in:  table {where.get('table')} ({where.get('rows')} rows) of {RESULTS_DB}")
-    print(f"  logs:     {DEMO / 'logs'}")
-    return summary
+
+
+def print_report(path: Path) -> None:
+    """A CSV report a DAG wrote (the model comparison's table), aligned."""
+    import csv
+
+    with path.open() as handle:
+        rows = list(csv.reader(handle))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print(f"\n  report:   {path}")
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _vector(values: list | None) -> str:
+    return f"[{', '.join(f'{v:.3f}' for v in values[:3])}, ...] ({len(values)} dims)" if values else ""
 
 
 def _first_rows(path: Path, count: int) -> list[dict]:
