@@ -139,13 +139,14 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         event: dict[str, Any] | None = None,
         attempt: int = 0,
         deadline: float | None = None,
+        waits: int = 0,
     ) -> dict[str, Any]:
         event = check_event(event)
         if event["status"] == "timeout":
             self._timed_out(event["batch_id"], event.get("batch_status"))
         if event["status"] == "error":
             raise AirflowException(f"Lost track of batch {event['batch_id']}: {event['message']}")
-        return self._on_end(context, event["batch"], attempt, deadline)
+        return self._on_end(context, event["batch"], attempt, deadline, waits)
 
     def resubmit(
         self,
@@ -154,6 +155,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         attempt: int = 1,
         deadline: float | None = None,
         previous_batch_id: str = "",
+        waits: int = 1,
     ) -> dict[str, Any]:
         """Resumed after the token-limit wait: the same file again, under this attempt's key."""
         hook = self.hook
@@ -164,7 +166,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             output_expires_after=self.output_expires_after,
             log=self.log,
         )
-        return self._follow(context, hook, batch, attempt, deadline)
+        return self._follow(context, hook, batch, attempt, deadline, waits)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Airflow's deferral timeout (the backstop of ``wait_timeout``) cancels the batch before failing."""
@@ -242,12 +244,23 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     # -- waiting ----------------------------------------------------------------------------
 
     def _follow(
-        self, context: Context, hook: OpenAIBatchHook, batch: Batch, attempt: int, deadline: float | None
+        self,
+        context: Context,
+        hook: OpenAIBatchHook,
+        batch: Batch,
+        attempt: int,
+        deadline: float | None,
+        waits: int = 0,
     ) -> dict[str, Any]:
-        """Remember the batch, then act on its end — now if it has ended, else after waiting."""
+        """
+        Remember the batch, then act on its end — now if it has ended, else after waiting.
+
+        ``attempt`` is the batch's place in the shard's chain of token-limit resubmissions (its
+        key's suffix); ``waits`` counts the resubmissions this try made, the ones the budget bounds.
+        """
         self._remember(context, batch.id, attempt)
         if batch.status in TERMINAL_STATUSES:
-            return self._on_end(context, batch_summary(batch), attempt, deadline)
+            return self._on_end(context, batch_summary(batch), attempt, deadline, waits)
         if self.deferrable:
             self.defer(
                 trigger=OpenAIBatchTrigger(
@@ -258,10 +271,10 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                     max_consecutive_errors=self.max_consecutive_errors,
                 ),
                 method_name="execute_complete",
-                kwargs={"attempt": attempt, "deadline": deadline},
+                kwargs={"attempt": attempt, "deadline": deadline, "waits": waits},
                 timeout=self._deferral_timeout(deadline),
             )
-        return self._on_end(context, self._wait_here(hook, batch.id, deadline), attempt, deadline)
+        return self._on_end(context, self._wait_here(hook, batch.id, deadline), attempt, deadline, waits)
 
     def _deadline(self) -> float | None:
         return None if self.wait_timeout is None else time.time() + self.wait_timeout.total_seconds()
@@ -300,26 +313,33 @@ class OpenAIBatchSubmitOperator(BaseOperator):
 
     # -- endings ----------------------------------------------------------------------------
 
-    def _on_end(self, context: Context, batch: dict[str, Any], attempt: int, deadline: float | None) -> dict[str, Any]:
+    def _on_end(
+        self, context: Context, batch: dict[str, Any], attempt: int, deadline: float | None, waits: int
+    ) -> dict[str, Any]:
         if token_limited(batch["status"], batch.get("errors") or []):
-            if attempt < self.token_limit_resubmits:
-                return self._after_token_limit(context, batch, attempt, deadline)
-            raise AirflowException(
-                f"Batch {batch['id']} was refused {attempt + 1} time(s) for OpenAI's enqueued-token limit "
-                f"({(batch.get('errors') or [{}])[0].get('message')}). Run fewer batches of this model at once "
-                "(a pool with include_deferred), or raise token_limit_resubmits / token_limit_wait."
-            )
+            return self._after_token_limit(context, batch, attempt, deadline, waits)
         return self._finish(batch)
 
     def _after_token_limit(
-        self, context: Context, batch: dict[str, Any], attempt: int, deadline: float | None
+        self, context: Context, batch: dict[str, Any], attempt: int, deadline: float | None, waits: int
     ) -> dict[str, Any]:
-        """Wait for earlier batches to drain the token queue, then submit the same file again."""
+        """
+        Wait for earlier batches to drain the token queue, then submit the same file again.
+
+        A refused batch was never billed, so resubmitting cannot pay twice; looking up the next
+        key first still keeps a retried task from stacking up copies of what it already sent.
+        """
         hook = self.hook
         following = attempt + 1
         if self.reattach and (existing := find_existing(hook, attempt_key(self.shard, following))) is not None:
             self.log.info("Batch %s was already resubmitted as %s", batch["id"], existing.id)
-            return self._follow(context, hook, existing, following, deadline)
+            return self._follow(context, hook, existing, following, deadline, waits)
+        if waits >= self.token_limit_resubmits:
+            raise AirflowException(
+                f"Batch {batch['id']} was refused for OpenAI's enqueued-token limit after {waits} resubmission(s) "
+                f"in this try ({(batch.get('errors') or [{}])[0].get('message')}). Run fewer batches of this "
+                "model at once (a pool with include_deferred), or raise token_limit_resubmits / token_limit_wait."
+            )
         resume_at = time.time() + self.token_limit_wait.total_seconds()
         if deadline is not None and resume_at >= deadline:
             raise AirflowException(
@@ -330,15 +350,15 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             "Batch %s was refused for OpenAI's enqueued-token limit; resubmitting the same file in %s (%d of %d)",
             batch["id"],
             self.token_limit_wait,
-            following,
+            waits + 1,
             self.token_limit_resubmits,
         )
-        kwargs = {"attempt": following, "deadline": deadline, "previous_batch_id": batch["id"]}
+        kwargs = {"attempt": following, "deadline": deadline, "previous_batch_id": batch["id"], "waits": waits + 1}
         if self.deferrable:
             moment = datetime.fromtimestamp(resume_at, tz=UTC)
             self.defer(trigger=DateTimeTrigger(moment=moment), method_name="resubmit", kwargs=kwargs)
         time.sleep(max(resume_at - time.time(), 0.0))
-        return self.resubmit(context, None, following, deadline, batch["id"])
+        return self.resubmit(context, None, following, deadline, batch["id"], waits + 1)
 
     def _timed_out(self, batch_id: str, batch_status: str | None) -> NoReturn:
         self._cancel_quietly(batch_id)
