@@ -46,7 +46,7 @@ def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
 def run_reconcile(args: argparse.Namespace) -> int:
     from airflow_provider_openai_batch.core.collect import ShardRun, collect_attempt
     from airflow_provider_openai_batch.core.costs import PriceTable
-    from airflow_provider_openai_batch.core.result_table import format_of, open_writer
+    from airflow_provider_openai_batch.core.result_table import batch_writer, format_of
     from airflow_provider_openai_batch.core.results import BatchOutcome
 
     if args.output is None and args.errors is None:
@@ -70,10 +70,8 @@ def run_reconcile(args: argparse.Namespace) -> int:
         requests=lambda: _lines(args.requests),
         results=lambda: [_lines(p) for p in (args.output, args.errors) if p is not None],
     )
-    with _atomic_local(args.dest) as handle:
-        writer = open_writer(handle, fmt)
+    with _atomic_local(args.dest) as handle, batch_writer(handle, fmt) as writer:
         report = collect_attempt([run], 1, writer, prices=PriceTable.load(args.prices))
-        writer.close()
     counts = report.counts.to_dict()
     print(" ".join(f"{key}={counts[key]}" for key in RESULT_COUNT_KEYS))
     print(

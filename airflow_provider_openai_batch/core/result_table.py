@@ -40,7 +40,10 @@ collected_at        timestamp[ms, UTC], not   when the row was reconciled
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 import msgspec
@@ -54,7 +57,6 @@ from airflow_provider_openai_batch.core.results import (
     VALUE_FIELDS,
     Reconciler,
     ResultRow,
-    Values,
 )
 
 SCHEMA_VERSION = "1"
@@ -107,22 +109,27 @@ def reconciled_batches(
     reconciler: Reconciler, *line_sources: Iterable[bytes], size: int = BATCH_ROWS
 ) -> Iterator[pa.RecordBatch]:
     """Reconcile lines straight into record batches of at most ``size`` rows, as they stream in."""
-    pending: list[Values] = []
-    for values in reconciler.values(*line_sources):
-        pending.append(values)
-        if len(pending) >= size:
-            yield values_to_batch(reconciler, pending)
-            pending = []
-    if pending:
-        yield values_to_batch(reconciler, pending)
+    pending: list[list[Any]] = [[] for _ in VALUE_FIELDS]
+    for columns in reconciler.value_columns(*line_sources):
+        start = 0
+        while start < len(columns[0]):
+            room = size - len(pending[0])
+            for target, column in zip(pending, columns, strict=True):
+                target.extend(column[start : start + room])
+            start += room
+            if len(pending[0]) >= size:
+                yield columns_to_batch(reconciler, pending)
+                pending = [[] for _ in VALUE_FIELDS]
+    if pending[0]:
+        yield columns_to_batch(reconciler, pending)
 
 
-def values_to_batch(reconciler: Reconciler, values: list[Values]) -> pa.RecordBatch:
-    """Columns from the varying values; the batch's own fields are repeated column-wise, not per row."""
-    count = len(values)
+def columns_to_batch(reconciler: Reconciler, values: list[list[Any]]) -> pa.RecordBatch:
+    """A record batch from value columns; the batch's own fields are repeated column-wise, not per row."""
+    count = len(values[0])
     columns: dict[str, pa.Array] = {}
     for index, (name, kind) in enumerate(zip(VALUE_FIELDS, _VALUE_TYPES, strict=True)):
-        column = [row[index] for row in values]
+        column = values[index]
         if index == _PARSED and any(v is not None for v in column):
             column = [None if v is None else _encode(v).decode() for v in column]
         columns[name] = pa.array(column, type=kind)
@@ -184,16 +191,72 @@ def open_writer(handle: IO[bytes] | Any, fmt: str = "parquet") -> pq.ParquetWrit
     raise ValueError(f"unknown results format {fmt!r}; use one of {FORMATS}")
 
 
+class BackgroundWriter:
+    """
+    Hands record batches to a writer on a helper thread, a couple at a time.
+
+    Parquet encoding and compression release the GIL, so they run beside reconciliation on
+    another core instead of after it; the bounded queue keeps memory flat.
+    """
+
+    def __init__(self, writer: Any, depth: int = 2) -> None:
+        self._writer = writer
+        self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="results-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is None and not self._stop:
+                try:
+                    self._writer.write_batch(batch)
+                except BaseException as err:  # handed back to the producer on its next call
+                    self._error = err
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def close(self) -> None:
+        """Write what is queued, then close the writer (raising the writer's error, if any)."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self._writer.close()
+
+    def abort(self) -> None:
+        """Stop without writing what is queued (the handle is being thrown away)."""
+        self._stop = True
+        self._queue.put(None)
+        self._thread.join()
+        if getattr(self._writer, "is_open", False):
+            # A ParquetWriter closes itself when collected, writing its footer into the abandoned handle.
+            self._writer.is_open = False
+
+
+@contextmanager
+def batch_writer(handle: IO[bytes] | Any, fmt: str = "parquet") -> Iterator[Any]:
+    """A writer for ``fmt`` on ``handle`` that writes on a helper thread; closed on success, abandoned on error."""
+    writer = BackgroundWriter(open_writer(handle, fmt))
+    try:
+        yield writer
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+
+
 def write_batches(handle: IO[bytes] | Any, batches: Iterable[pa.RecordBatch], fmt: str = "parquet") -> int:
     """Write record batches to a binary handle in ``fmt``; returns the number of rows."""
-    writer = open_writer(handle, fmt)
     rows = 0
-    try:
+    with batch_writer(handle, fmt) as writer:
         for batch in batches:
             writer.write_batch(batch)
             rows += batch.num_rows
-    finally:
-        writer.close()
     return rows
 
 

@@ -13,8 +13,10 @@ collecting task is retried, instead of paying twice.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import msgspec
@@ -89,11 +91,30 @@ class _RequestId(msgspec.Struct):
 _decode_request = msgspec.json.Decoder(_RequestId).decode
 
 
+# A line this package wrote starts with the custom_id (no escapes in it): read it without the body.
+_LEADING_ID = re.compile(rb'\{"custom_id":"([^"\\\n]*)"')
+_ID_CHUNK = 1024
+
+
 def request_ids(lines: Iterable[bytes]) -> Iterator[str]:
-    """The custom ids of request lines (blank lines skipped), for joining results to requests."""
-    for line in lines:
-        if line.strip():
-            yield _decode_request(line).custom_id
+    """
+    The custom ids of request lines (blank lines skipped), for joining results to requests.
+
+    Lines that start with ``{"custom_id":"<id without escapes>"`` — as this package writes them —
+    have their id read from that prefix without parsing the body; any other line is parsed.
+    """
+    iterator = iter(lines)
+    match = _LEADING_ID.match
+    while chunk := list(islice(iterator, _ID_CHUNK)):
+        found = [match(line) for line in chunk]
+        if all(found):
+            yield from (m.group(1).decode() for m in found)  # type: ignore[union-attr]
+            continue
+        for line, matched in zip(chunk, found, strict=True):
+            if matched is not None:
+                yield matched.group(1).decode()
+            elif line.strip():
+                yield _decode_request(line).custom_id
 
 
 class RetryShardWriter:

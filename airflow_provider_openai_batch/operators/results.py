@@ -14,7 +14,7 @@ from airflow_provider_openai_batch.core.collect import AttemptReport, ShardRun, 
 from airflow_provider_openai_batch.core.costs import PriceTable
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 from airflow_provider_openai_batch.core.naming import safe_name
-from airflow_provider_openai_batch.core.result_table import TableCounts, open_writer, read_parquet
+from airflow_provider_openai_batch.core.result_table import TableCounts, batch_writer, read_parquet
 from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, ReconcileError
 from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShard, RetryShardWriter
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook, as_storage_path
@@ -145,8 +145,7 @@ class OpenAIBatchResultsOperator(BaseOperator):
         if attempt < self.policy.max_attempts:
             name = f"{state['job_id']}-attempt-{attempt + 1}"
             retries = RetryShardWriter(opener_under(job_dir / "retries" / f"attempt-{attempt + 1}"), name, attempt + 1)
-        with atomic_open(_stage(job_dir, attempt)) as handle:
-            writer = open_writer(handle)
+        with atomic_open(_stage(job_dir, attempt)) as handle, batch_writer(handle) as writer:
             report = collect_attempt(
                 (self._run(hook, state["job_id"], item, attempt) for item in state["items"]),
                 attempt,
@@ -155,7 +154,6 @@ class OpenAIBatchResultsOperator(BaseOperator):
                 retries=retries,
                 prices=PriceTable.load(self.prices),
             )
-            writer.close()
         self._note(state, report)
         retry_shards = retries.close() if retries is not None else []
         if not retry_shards:

@@ -11,7 +11,7 @@ import pytest
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.result_table import rows_to_batch
 from airflow_provider_openai_batch.core.results import ResultRow
-from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShardWriter
+from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShardWriter, request_ids
 
 
 def row(custom_id: str, status: str, http_status: int | None = None, error_code: str | None = None) -> ResultRow:
@@ -108,3 +108,13 @@ def test_a_request_to_retry_missing_from_its_shard_is_an_error(tmp_path):
     writer = RetryShardWriter(opener(tmp_path), "job-attempt-2", 2)
     with pytest.raises(ValueError, match="1 request"):
         writer.add([request("a")], {"a", "ghost"}, [(0, 1)])
+
+
+def test_request_ids_are_read_from_the_prefix_or_parsed_when_escaped_or_reordered():
+    plain = [request(f"id-{i}") for i in range(3)]
+    assert list(request_ids(plain)) == ["id-0", "id-1", "id-2"]
+    escaped = msgspec.json.encode({"custom_id": 'say "hi"\\n', "method": "POST"}) + b"\n"
+    unicode = request("fiche-é-字")
+    reordered = msgspec.json.encode({"method": "POST", "custom_id": "late"})  # no trailing newline
+    lines = [plain[0], escaped, b"\n", unicode, reordered]
+    assert list(request_ids(lines)) == ["id-0", 'say "hi"\\n', "fiche-é-字", "late"]

@@ -12,7 +12,9 @@ import pytest
 from airflow_provider_openai_batch.core.costs import PriceTable
 from airflow_provider_openai_batch.core.result_table import (
     RESULT_SCHEMA,
+    BackgroundWriter,
     TableCounts,
+    batch_writer,
     format_of,
     read_parquet,
     reconciled_batches,
@@ -112,3 +114,92 @@ def test_format_follows_the_extension(path, fmt):
 def test_an_unknown_extension_is_refused():
     with pytest.raises(ValueError, match=r"\.parquet or \.jsonl"):
         format_of("results.csv")
+
+
+def chat_lines(ids, model="gpt-4o-mini", content='{"label": "pos"}'):
+    return [chat_line(i, content).replace(b"gpt-4o-mini", model.encode()) for i in ids]
+
+
+def both_paths(ids, lines, *, expect_json=False):
+    def make():
+        outcome = BatchOutcome("job", 0, "b", "completed", expect_json=expect_json, created_at=5, ended_at=9)
+        return Reconciler(outcome, ids, PRICES)
+
+    by_rows = make()
+    expected = pa.Table.from_batches([rows_to_batch(list(by_rows.rows(lines)))])
+    by_columns = make()
+    by_columns.collected_at = by_rows.collected_at
+    line_by_line = []
+    original = by_columns._line_values
+    by_columns._line_values = lambda raw: line_by_line.append(raw) or original(raw)
+    got = pa.Table.from_batches(list(reconciled_batches(by_columns, lines, size=100)))
+    return expected, got, by_rows.counts, by_columns.counts, line_by_line
+
+
+def test_chunks_of_plain_chat_answers_take_the_column_path_and_give_the_same_rows():
+    ids = [f"r{i}" for i in range(300)]
+    lines = chat_lines(ids[:150]) + chat_lines(ids[150:], model="unpriced-model")
+    expected, got, row_counts, column_counts, line_by_line = both_paths(ids, lines, expect_json=True)
+    assert line_by_line == []
+    assert got.to_pylist() == expected.to_pylist()
+    assert column_counts.to_dict() == row_counts.to_dict()
+    assert column_counts.to_dict()["unpriced_rows"] == 150 and column_counts.cost_usd > 0
+
+
+def test_a_chunk_with_a_stray_line_falls_back_to_line_by_line_and_agrees():
+    ids = [f"r{i}" for i in range(100)]
+    lines = chat_lines(ids[:50]) + chat_lines(["r3", "ghost"]) + chat_lines(ids[50:])
+    lines[10] = chat_line("r10", "{not json")
+    expected, got, row_counts, column_counts, line_by_line = both_paths(ids, lines, expect_json=True)
+    assert line_by_line  # the chunks holding the duplicate, the unknown id and the bad JSON
+    assert got.to_pylist() == expected.to_pylist()
+    assert column_counts.to_dict() == row_counts.to_dict()
+    assert (column_counts.duplicate_lines, column_counts.unknown_custom_ids) == (1, 1)
+    assert column_counts.by_status["invalid_output"] == 1
+
+
+class Recording:
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.batches, self.closed, self.fail_on = [], False, fail_on
+
+    def write_batch(self, batch):
+        if len(self.batches) == self.fail_on:
+            raise OSError("disk full")
+        self.batches.append(batch)
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_background_writer_writes_in_order_and_hands_back_the_writers_error():
+    batch = rows_to_batch(list(reconciler().rows(mixed_lines())))
+    ok = BackgroundWriter(Recording())
+    for _ in range(5):
+        ok.write_batch(batch)
+    ok.close()
+    assert len(ok._writer.batches) == 5 and ok._writer.closed
+    failing = BackgroundWriter(Recording(fail_on=1))
+
+    def write_all() -> None:
+        for _ in range(10):
+            failing.write_batch(batch)
+        failing.close()
+
+    with pytest.raises(OSError, match="disk full"):
+        write_all()
+    assert not failing._writer.closed
+
+
+def test_an_aborted_background_writer_stops_without_closing_the_writer():
+    recording = Recording()
+    seen = []
+
+    def fail_inside() -> None:
+        with batch_writer(io.BytesIO()) as writer:
+            writer._writer = recording
+            seen.append(writer)
+            raise RuntimeError("reconciliation failed")
+
+    with pytest.raises(RuntimeError, match="reconciliation failed"):
+        fail_inside()
+    assert not recording.closed and not seen[0]._thread.is_alive()

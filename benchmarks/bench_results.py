@@ -1,0 +1,297 @@
+"""Benchmark: reconciling results and loading them, against the floors they cannot beat.
+
+1. Reconcile 1.2M results (output + error files in the emulator's line format, shuffled, 24 shards
+   of 50,000) and write them as Parquet, against a bare ``orjson.loads`` loop (``msgspec`` when
+   orjson is not installed) over the same files. Target: at most 1.5x.
+2. Peak RSS of (1) with 6, 12 and 24 shards, each in a fresh process. Target: flat.
+3. Load the 1.2M rows into PostgreSQL through ``SqlSink`` (delete + COPY in one transaction),
+   against a plain ``COPY`` of the same rows as CSV into an identical empty table. Target: at most 1.5x.
+
+Run: ``.venv/bin/python benchmarks/bench_results.py [--requests 1200000] [--skip-postgres]``.
+Data is generated once under ``$TMPDIR/openai-batch-bench-results``. Times are the best of
+``--repeat`` runs, wall clock and CPU; on a shared machine CPU time is the steadier figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from airflow_provider_openai_batch.core.collect import ShardRun, collect_attempt  # noqa: E402
+from airflow_provider_openai_batch.core.costs import PriceTable  # noqa: E402
+from airflow_provider_openai_batch.core.result_lines import read_lines  # noqa: E402
+from airflow_provider_openai_batch.core.result_table import batch_writer, read_parquet  # noqa: E402
+from airflow_provider_openai_batch.core.results import BatchOutcome  # noqa: E402
+from airflow_provider_openai_batch.emulator.answers import answer  # noqa: E402
+
+SHARD = 50_000
+DATA = Path(tempfile.gettempdir()) / "openai-batch-bench-results"
+POSTGRES_URL = os.environ.get("OPENAI_BATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+ERROR_SHARE = 0.02  # requests answered 429/500, written to the error file
+
+
+def loads_function() -> tuple[str, Callable[[bytes], Any]]:
+    try:
+        import orjson
+
+        return "orjson.loads", orjson.loads
+    except ImportError:
+        return "msgspec.json.decode", msgspec.json.Decoder().decode
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+
+def generate(requests: int) -> list[dict[str, Path]]:
+    """Shards of request/output/error files; the bodies are the emulator's own answers."""
+    folder = DATA / str(requests)
+    shards = (requests + SHARD - 1) // SHARD
+    files = [
+        {kind: folder / f"shard-{i:03d}-{kind}.jsonl" for kind in ("requests", "output", "errors")}
+        for i in range(shards)
+    ]
+    if all(f["errors"].exists() for f in files):
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7)
+    texts = [
+        f"The delivery was {word} and the support team {verb}."
+        for word in ("late", "fast", "fine")
+        for verb in ("helped", "ignored me", "was kind")
+    ]
+    for index, names in enumerate(files):
+        size = min(SHARD, requests - index * SHARD)
+        ids = [f"fb-{index:03d}-{n:06d}" for n in range(size)]
+        with names["requests"].open("wb") as out:
+            for custom_id in ids:
+                body = {
+                    "model": "gpt-4o-mini",
+                    "messages": [
+                        {"role": "system", "content": "Classify the sentiment."},
+                        {"role": "user", "content": rng.choice(texts)},
+                    ],
+                    "max_tokens": 5,
+                }
+                out.write(
+                    msgspec.json.encode(
+                        {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+                    )
+                    + b"\n"
+                )
+        order = ids[:]
+        rng.shuffle(order)
+        with names["output"].open("wb") as output, names["errors"].open("wb") as errors:
+            for n, custom_id in enumerate(order):
+                key = f"{index:03d}{n:021d}"
+                if rng.random() < ERROR_SHARE:
+                    status = rng.choice((429, 500))
+                    body = {
+                        "error": {
+                            "message": "Rate limit reached" if status == 429 else "Server error",
+                            "type": "requests",
+                            "param": None,
+                            "code": None,
+                        }
+                    }
+                    target = errors
+                else:
+                    status = 200
+                    reply = answer(
+                        "/v1/chat/completions",
+                        {
+                            "model": "gpt-4o-mini",
+                            "messages": [{"role": "user", "content": rng.choice(texts)}],
+                            "max_tokens": 5,
+                        },
+                        key,
+                        1_767_225_600,
+                    )
+                    body = reply.body
+                    target = output
+                line = {
+                    "id": f"batch_req_{key}",
+                    "custom_id": custom_id,
+                    "response": {"status_code": status, "request_id": f"req_{key}", "body": body},
+                    "error": None,
+                }
+                target.write(msgspec.json.encode(line) + b"\n")
+    return files
+
+
+# -- measurements ---------------------------------------------------------------------------------
+
+
+def interleaved(functions: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, float, Any]]:
+    """Best wall and CPU seconds of each function over ``repeat`` rounds, run in turn so load hits all alike."""
+    best: dict[str, list[Any]] = {name: [float("inf"), float("inf"), None] for name in functions}
+    for _ in range(repeat):
+        for name, function in functions.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            result = function()
+            entry = best[name]
+            entry[0] = min(entry[0], time.perf_counter() - wall)
+            entry[1] = min(entry[1], time.process_time() - cpu)
+            entry[2] = result
+    return {name: (w, c, r) for name, (w, c, r) in best.items()}
+
+
+def lines_of(path: Path) -> Iterator[bytes]:
+    """What the operator and the CLI read files with (blocks split into lines)."""
+    with path.open("rb") as handle:
+        yield from read_lines(handle)
+
+
+def file_lines(path: Path) -> Iterator[bytes]:
+    """A plain Python file iteration, for the bare loop."""
+    with path.open("rb") as handle:
+        yield from handle
+
+
+def bare_loop(files: list[dict[str, Path]]) -> int:
+    _, loads = loads_function()
+    lines = 0
+    for names in files:
+        for kind in ("output", "errors"):
+            for line in file_lines(names[kind]):
+                loads(line)
+                lines += 1
+    return lines
+
+
+def reconcile_to_parquet(files: list[dict[str, Path]], target: Path) -> int:
+    prices = PriceTable.load()
+
+    def run(index: int, names: dict[str, Path]) -> ShardRun:
+        outcome = BatchOutcome("bench", index, f"batch_{index}", "completed", created_at=1_767_225_000)
+        return ShardRun(
+            outcome,
+            requests=lambda: lines_of(names["requests"]),
+            results=lambda: [lines_of(names["output"]), lines_of(names["errors"])],
+        )
+
+    with target.open("wb") as handle, batch_writer(handle) as writer:
+        report = collect_attempt((run(i, f) for i, f in enumerate(files)), 1, writer, prices=prices)
+    return report.staged_rows
+
+
+def peak_rss_of(requests: int, shards: int) -> float:
+    """Peak RSS (MB) of a fresh process reconciling the first ``shards`` shards to Parquet."""
+    code = (
+        "import resource, sys, tempfile, pathlib\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import benchmarks.bench_results as b\n"
+        f"files = b.generate({requests})[:{shards}]\n"
+        "target = pathlib.Path(tempfile.mkdtemp()) / 'rows.parquet'\n"
+        "b.reconcile_to_parquet(files, target)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+
+def postgres_load(parquet: Path, repeat: int) -> dict[str, float] | None:
+    import psycopg
+
+    from airflow_provider_openai_batch.sinks.sql import SqlSink, _postgres_csv
+    from airflow_provider_openai_batch.sinks.sql_table import ResultsTable
+
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.Error as err:
+        print(f"PostgreSQL not reachable at {POSTGRES_URL}: {err}; skipping the load benchmark")
+        return None
+    os.environ["AIRFLOW_CONN_BENCH_RESULTS_PG"] = POSTGRES_URL
+    table = ResultsTable("bench_results_sink")
+    plain = ResultsTable("bench_results_plain")
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+        for t in (table, plain):
+            db.execute(f"DROP TABLE IF EXISTS {t.qualified}")
+            db.execute(t.create_sql())
+    with parquet.open("rb") as handle:
+        csv = b"".join(_postgres_csv(batch) for batch in read_parquet(handle))
+
+    def plain_copy() -> None:
+        with psycopg.connect(POSTGRES_URL) as db:
+            db.execute(f"TRUNCATE {plain.qualified}")
+            with db.cursor() as cursor, cursor.copy(plain.copy_sql()) as copy:
+                stream = io.BytesIO(csv)
+                while chunk := stream.read(1 << 20):
+                    copy.write(chunk)
+
+    def sink_load() -> None:
+        with parquet.open("rb") as handle:
+            SqlSink("bench_results_pg", table.table).write("bench", read_parquet(handle))
+
+    runs = interleaved({"copy": plain_copy, "sink": sink_load}, repeat)
+    (copy_wall, copy_cpu, _), (sink_wall, sink_cpu, _) = runs["copy"], runs["sink"]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+        rows = db.execute(f"SELECT count(*) FROM {table.qualified}").fetchone()[0]
+        for t in (table, plain):
+            db.execute(f"DROP TABLE IF EXISTS {t.qualified}")
+    return {"rows": rows, "copy_wall": copy_wall, "sink_wall": sink_wall, "copy_cpu": copy_cpu, "sink_cpu": sink_cpu}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1_200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-rss", action="store_true")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    files = generate(args.requests)
+    print(f"data: {len(files)} shards, {args.requests:,} results under {DATA} ({time.perf_counter() - started:.0f} s)")
+    name, _ = loads_function()
+    target = Path(tempfile.mkdtemp()) / "rows.parquet"
+    runs = interleaved(
+        {"bare": lambda: bare_loop(files), "ours": lambda: reconcile_to_parquet(files, target)}, args.repeat
+    )
+    (base_wall, base_cpu, lines), (ours_wall, ours_cpu, rows) = runs["bare"], runs["ours"]
+    assert rows == lines == args.requests, (rows, lines)
+    figures: dict[str, Any] = {
+        "results": rows,
+        "baseline": name,
+        "bare_loop_s": round(base_wall, 2),
+        "bare_loop_cpu_s": round(base_cpu, 2),
+        "reconcile_parquet_s": round(ours_wall, 2),
+        "reconcile_parquet_cpu_s": round(ours_cpu, 2),
+        "ratio_wall": round(ours_wall / base_wall, 2),
+        "ratio_cpu": round(ours_cpu / base_cpu, 2),
+        "parquet_mb": round(target.stat().st_size / 1e6, 1),
+    }
+    print(json.dumps(figures))
+    if not args.skip_rss:
+        counts = sorted({max(1, len(files) // 4), max(1, len(files) // 2), len(files)})
+        rss = {shards: round(peak_rss_of(args.requests, shards), 1) for shards in counts}
+        print(json.dumps({"peak_rss_mb_by_shards": rss}))
+    if not args.skip_postgres:
+        load = postgres_load(target, args.repeat)
+        if load is not None:
+            load["ratio_wall"] = load["sink_wall"] / load["copy_wall"]
+            print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in load.items()}))
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
