@@ -9,6 +9,7 @@ from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_openai_batch.core.result_lines import read_lines
 from airflow_provider_openai_batch.hooks.openai_batch import PathLike, as_storage_path
 
 LOCAL_PROTOCOLS = ("file", "local", "")
@@ -27,8 +28,9 @@ def opener_under(base: PathLike):
 
 
 def iter_lines(path: PathLike) -> Iterator[bytes]:
+    """The lines of a file (without their newline), read a block at a time."""
     with as_storage_path(path).open("rb") as handle:
-        yield from handle
+        yield from read_lines(handle)
 
 
 @contextmanager
