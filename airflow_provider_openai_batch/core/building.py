@@ -38,8 +38,8 @@ class JobEstimate:
         if self.total is None:
             return f"no token estimate ({self.note})"
         text = self.total.describe() if self.priced else self.total.describe().rsplit(", $", 1)[0] + ", cost unknown"
-        how = {"exact": "tokens counted exactly"}.get(self.method, "")
-        if self.method == "sample":
+        how = "tokens counted exactly"
+        if self.method == "sample" and self.estimated_strings:
             how = (
                 f"tokens counted exactly for {self.exact_strings:,} prompt strings and estimated from length "
                 f"for {self.estimated_strings:,}"
