@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,10 +45,33 @@ class ClusterError(RuntimeError):
     """A component did not come up or a wait ran out; the message carries the tail of its log."""
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """
+    A loopback port that is free now and outside the kernel's ephemeral range.
+
+    A port from ``bind(0)`` is an ephemeral one: between closing the probe socket and the server
+    binding it, any outgoing connection on the machine may take it as its source port (seen as
+    "address already in use" in CI). Ports below the ephemeral range are never handed out that way.
+    """
+    low, _ = _ephemeral_range()
+    candidates = list(range(max(1024, low - 12000), low))
+    random.SystemRandom().shuffle(candidates)
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ClusterError("no free loopback port below the ephemeral range")
 
 
 def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
