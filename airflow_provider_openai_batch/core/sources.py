@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import itertools
 from collections.abc import Iterator, Mapping
 from typing import IO, Any, Final, Literal, get_args
@@ -33,8 +34,8 @@ BATCH_ROWS: Final = 10_000
 
 def format_of(path: str) -> RecordFormat:
     """The record format named by the file's extension."""
-    name = path.rsplit("/", 1)[-1]
-    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    name = path.rsplit("/", 1)[-1].lower().removesuffix(".gz")
+    suffix = name.rsplit(".", 1)[-1] if "." in name else ""
     fmt = _SUFFIXES.get(suffix)
     if fmt is None:
         raise OpenAIBatchInputError(
@@ -45,8 +46,12 @@ def format_of(path: str) -> RecordFormat:
 
 
 def read_records(handle: IO[bytes], path: str, fmt: str | None = None) -> Iterator[dict[str, Any]]:
-    """Yield one dict per record; a bad JSONL line fails with ``path:line``."""
+    """Yield one dict per record; a bad JSONL line fails with ``path:line``. ``.gz`` files are unzipped."""
     fmt = fmt or format_of(path)
+    if path.lower().endswith(".gz"):
+        if fmt == "parquet":
+            raise OpenAIBatchInputError(f"{path}: Parquet compresses inside the file; do not gzip it")
+        handle = gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[assignment]
     if fmt == "jsonl":
         yield from _jsonl(handle, path)
     elif fmt == "csv":

@@ -24,12 +24,28 @@ _SERVER_SIDE_DRIVERS = frozenset({"psycopg2", "psycopg"})
 
 
 def file_records(location: str | ObjectStoragePath, fmt: str | None = None) -> Iterator[dict[str, Any]]:
-    """Records of a JSONL, CSV or Parquet file, local or on an object store, streamed."""
+    """Records of a JSONL, CSV or Parquet file (or ``.jsonl.gz``/``.csv.gz``), local or on an object store.
+
+    A directory or prefix is read file by file in name order, skipping names that start with
+    ``_`` or ``.`` (``_SUCCESS`` markers), as Spark and warehouse exports write them.
+    """
     path = as_storage_path(location)
+    if path.is_dir():
+        files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", "."))), key=str)
+        if not files:
+            raise OpenAIBatchInputError(f"records folder {location} holds no files")
+        base = str(location).rstrip("/")
+        for file in files:
+            yield from _one_file(file, f"{base}/{file.name}", fmt)
+        return
     if not path.exists():
         raise OpenAIBatchInputError(f"records file {location} does not exist")
+    yield from _one_file(path, str(location), fmt)
+
+
+def _one_file(path: ObjectStoragePath, label: str, fmt: str | None) -> Iterator[dict[str, Any]]:
     with path.open("rb") as handle:
-        yield from read_records(handle, str(location), fmt)
+        yield from read_records(handle, label, fmt)
 
 
 def sql_records(

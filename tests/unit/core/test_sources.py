@@ -111,3 +111,14 @@ def test_an_empty_result_gives_no_records_and_mapping_rows_are_kept():
     assert list(read_cursor(connection.execute("select 1 as a where 0"))) == []
     connection.row_factory = lambda cursor, row: {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
     assert list(read_cursor(connection.execute("select 1 as a"))) == [{"a": 1}]
+
+
+def test_gzipped_jsonl_and_csv_are_read_and_their_format_comes_from_the_inner_extension():
+    import gzip
+
+    assert format_of("s3://b/part-0.jsonl.gz") == "jsonl"
+    records = read_records(io.BytesIO(gzip.compress(b'{"id": 1}\n{"id": 2}\n')), "in.jsonl.gz")
+    assert list(records) == [{"id": 1}, {"id": 2}]
+    assert list(read_records(io.BytesIO(gzip.compress(b"id\n7\n")), "in.CSV.GZ")) == [{"id": "7"}]
+    with pytest.raises(OpenAIBatchInputError, match="do not gzip it"):
+        list(read_records(io.BytesIO(b""), "in.parquet.gz"))

@@ -229,3 +229,16 @@ def test_embedding_shards_stay_within_the_input_limit(tmp_path, monkeypatch):
     shards = op.execute(context())
     assert [s["requests"] for s in shards] == [3, 3, 1]
     assert all(s["max_output_tokens"] == 0 for s in shards)
+
+
+def test_build_reads_a_folder_of_parts_in_name_order(tmp_path):
+    import gzip
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "part-1.jsonl.gz").write_bytes(gzip.compress(b'{"id": "c", "text": "3"}\n'))
+    (folder / "part-0.jsonl").write_text('{"id": "a", "text": "1"}\n{"id": "b", "text": "2"}\n')
+    (folder / "_SUCCESS").write_text("")
+    shards, _ = build(tmp_path, str(folder))
+    lines = [json.loads(line) for line in local(shards[0]["path"]).read_text().splitlines()]
+    assert [line["custom_id"] for line in lines] == ["a", "b", "c"]

@@ -124,3 +124,15 @@ def test_a_failed_validation_on_s3_leaves_no_manifest(s3):
         build(source, "bad", body={"max_output_tokens": 16, "stream": True})
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="work/bad/")
     assert "work/bad/manifest.json" not in [item["Key"] for item in listed.get("Contents", [])]
+
+
+def test_a_prefix_of_parquet_parts_on_s3_is_read_part_by_part(s3):
+    for part, rows in enumerate((RECORDS[:70], RECORDS[70:])):
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows), buffer)
+        put(s3, f"inputs/export/part-{part:05d}.snappy.parquet", buffer.getvalue())
+    put(s3, "inputs/export/_SUCCESS", b"")
+    shards, pushed = build(uri("inputs/export/"), "export")
+    assert pushed["summary"]["requests"] == 120
+    first = json.loads(get(s3, shards[0]["path"]).splitlines()[0])
+    assert first["custom_id"] == "r0"
