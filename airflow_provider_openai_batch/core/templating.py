@@ -14,7 +14,9 @@ or a value on the way is not a plain ``dict``. So the output, and every error, i
 
 from __future__ import annotations
 
+import itertools
 import operator
+import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -55,7 +57,7 @@ class TextTemplate:
     :param where: where it sits in the request (``messages[1].content``), for error messages.
     """
 
-    __slots__ = ("_format", "_jinja", "_paths", "constant", "source", "where")
+    __slots__ = ("_affixes", "_format", "_jinja", "_paths", "constant", "source", "where")
 
     def __init__(self, source: str, where: str) -> None:
         self.source = source
@@ -74,6 +76,16 @@ class TextTemplate:
             self.constant = plan[0].format()
         elif plan is not None:
             self._format, self._paths = plan
+        # ``prefix{}suffix``: the common case, rendered by concatenation.
+        self._affixes: tuple[str, str] | None = None
+        if self._format is not None and len(self._paths) == 1:
+            prefix: list[str] = []
+            suffix: list[str] = []
+            past_field = False
+            for literal, field, *_ in string.Formatter().parse(self._format):  # unescapes {{ and }}
+                (suffix if past_field else prefix).append(literal)
+                past_field = past_field or field is not None
+            self._affixes = ("".join(prefix), "".join(suffix))
 
     @property
     def is_fast(self) -> bool:
@@ -101,8 +113,10 @@ class TextTemplate:
             except (_Miss, KeyError):
                 pass
             else:
-                if self._format == "{}":
-                    return columns[0]
+                if self._affixes is not None:  # one substitution: concatenation beats str.format
+                    prefix, suffix = self._affixes
+                    column = map(prefix.__add__, columns[0]) if prefix else columns[0]
+                    return list(map(str.__add__, column, itertools.repeat(suffix))) if suffix else list(column)
                 return list(map(self._format.format, *columns))
         return [self.render(record) for record in records]
 
@@ -119,7 +133,7 @@ def _dig(record: dict[str, Any], path: Path) -> Any:
 def _column(records: Sequence[Any], path: Path) -> Iterable[Any]:
     values: Iterable[Any] = records
     for key in path:
-        values = list(values)
+        values = values if type(values) is list else list(values)
         if set(map(type, values)) != _DICT_ONLY:
             raise _Miss
         values = map(operator.itemgetter(key), values)

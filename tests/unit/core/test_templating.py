@@ -14,6 +14,8 @@ TEMPLATES = [
     "{{ user.name }} ({{ user['age'] }})",
     "{{ a.b.c }}",
     "braces {x} and }} literal {{ text }}",
+    "{} {{ text }} {}} { {",
+    "{{ text }} suffix only {}",
     "line one\r\nline two {{ text }}\r\n",
     "  {{- text -}}  tail",
     "{{ range }}",
