@@ -229,25 +229,45 @@ def postgres_load(parquet: Path, repeat: int) -> dict[str, float] | None:
     with parquet.open("rb") as handle:
         csv = b"".join(_postgres_csv(batch) for batch in read_parquet(handle))
 
+    def empty(target: ResultsTable) -> None:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+            db.execute(f"TRUNCATE {target.qualified}")
+            db.execute(f"VACUUM ANALYZE {target.qualified}")
+
     def plain_copy() -> None:
-        with psycopg.connect(POSTGRES_URL) as db:
-            db.execute(f"TRUNCATE {plain.qualified}")
-            with db.cursor() as cursor, cursor.copy(plain.copy_sql()) as copy:
-                stream = io.BytesIO(csv)
-                while chunk := stream.read(1 << 20):
-                    copy.write(chunk)
+        with psycopg.connect(POSTGRES_URL) as db, db.cursor() as cursor, cursor.copy(plain.copy_sql()) as copy:
+            stream = io.BytesIO(csv)
+            while chunk := stream.read(1 << 20):
+                copy.write(chunk)
 
     def sink_load() -> None:
         with parquet.open("rb") as handle:
             SqlSink("bench_results_pg", table.table).write("bench", read_parquet(handle))
 
-    runs = interleaved({"copy": plain_copy, "sink": sink_load}, repeat)
-    (copy_wall, copy_cpu, _), (sink_wall, sink_cpu, _) = runs["copy"], runs["sink"]
+    best = {"copy": [float("inf")] * 2, "sink": [float("inf")] * 2}
+    for _ in range(repeat):  # each load into an empty table: the first delivery of a job
+        for name, load, target in (("copy", plain_copy, plain), ("sink", sink_load, table)):
+            empty(target)
+            wall, cpu = time.perf_counter(), time.process_time()
+            load()
+            best[name] = [min(best[name][0], time.perf_counter() - wall), min(best[name][1], time.process_time() - cpu)]
+    (copy_wall, copy_cpu), (sink_wall, sink_cpu) = best["copy"], best["sink"]
+    rerun = time.perf_counter()
+    sink_load()  # a rerun of the job: its 1.2M rows are replaced in one transaction
+    rerun_wall = time.perf_counter() - rerun
     with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
         rows = db.execute(f"SELECT count(*) FROM {table.qualified}").fetchone()[0]
         for t in (table, plain):
             db.execute(f"DROP TABLE IF EXISTS {t.qualified}")
-    return {"rows": rows, "copy_wall": copy_wall, "sink_wall": sink_wall, "copy_cpu": copy_cpu, "sink_cpu": sink_cpu}
+    return {
+        "rows": rows,
+        "copy_wall": copy_wall,
+        "sink_wall": sink_wall,
+        "ratio_wall": sink_wall / copy_wall,
+        "copy_cpu": copy_cpu,
+        "sink_cpu": sink_cpu,
+        "rerun_replace_wall": rerun_wall,
+    }
 
 
 def main() -> int:
@@ -256,7 +276,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--load-only", type=Path, help="only the PostgreSQL load, of this results Parquet file")
     args = parser.parse_args()
+    if args.load_only:
+        load = postgres_load(args.load_only, args.repeat) or {}
+        print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in load.items()}))
+        return 0
 
     started = time.perf_counter()
     files = generate(args.requests)
@@ -287,7 +312,6 @@ def main() -> int:
     if not args.skip_postgres:
         load = postgres_load(target, args.repeat)
         if load is not None:
-            load["ratio_wall"] = load["sink_wall"] / load["copy_wall"]
             print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in load.items()}))
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return 0

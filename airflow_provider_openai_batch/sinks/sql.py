@@ -24,8 +24,7 @@ from airflow_provider_openai_batch.sinks.base import ResultSink, of_job
 from airflow_provider_openai_batch.sinks.sql_table import COLUMNS, ResultsTable
 
 DEFAULT_INSERT_ROWS = 5_000
-_ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
-_SECONDS = pa.timestamp("s", tz="UTC")
+_NAIVE_SECONDS = pa.timestamp("s")  # the same UTC instants, without the zone
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
 _encode = msgspec.json.Encoder().encode
 
@@ -127,7 +126,10 @@ def _copy(cursor: Any, table: ResultsTable, batches: Iterable[pa.RecordBatch]) -
     sql = table.copy_sql()
     rows = 0
     if hasattr(cursor, "copy"):
-        with cursor.copy(sql) as copy:
+        # psycopg 3: a writer thread sends while this one turns the next batch into CSV.
+        from psycopg.copy import QueuedLibpqWriter
+
+        with cursor.copy(sql, writer=QueuedLibpqWriter(cursor)) as copy:
             for batch in batches:
                 copy.write(_postgres_csv(batch))
                 rows += batch.num_rows
@@ -145,6 +147,8 @@ def _postgres_csv(batch: pa.RecordBatch) -> bytes:
         column = batch.column(name)
         if name == "embedding":
             column = pa.array(_array_literals(column), pa.string())
+        elif pa.types.is_timestamp(column.type):
+            column = _utc_text(column, " ")
         elif pa.types.is_string(column.type):
             # PostgreSQL text cannot hold NUL, and jsonb refuses its \u0000 escape.
             column = pc.replace_substring(column, "\x00", "")
@@ -154,6 +158,14 @@ def _postgres_csv(batch: pa.RecordBatch) -> bytes:
     out = pa.BufferOutputStream()
     pa_csv.write_csv(pa.Table.from_arrays(columns, names=list(COLUMNS)), out, _CSV_OPTIONS)
     return out.getvalue().to_pybytes()
+
+
+def _utc_text(column: pa.Array, separator: str) -> pa.Array:
+    """``2026-01-01 00:00:00Z`` text of UTC timestamps (Arrow formats zone-aware values ten times slower)."""
+    text = pc.cast(column, _NAIVE_SECONDS, safe=False).cast(pa.string())  # rows hold whole seconds
+    if separator != " ":
+        text = pc.replace_substring(text, " ", separator)
+    return pc.binary_join_element_wise(text, "Z", "")
 
 
 def _array_literals(column: pa.Array) -> list[str | None]:
@@ -170,7 +182,7 @@ def _python_rows(batch: pa.RecordBatch, *, sqlite: bool) -> list[tuple[Any, ...]
         if name == "embedding":
             columns.append([None if v is None else _encode(v).decode() for v in column.to_pylist()])
         elif sqlite and pa.types.is_timestamp(column.type):
-            columns.append(pc.strftime(column.cast(_SECONDS), _ISO_UTC).to_pylist())
+            columns.append(_utc_text(column, "T").to_pylist())
         else:
             columns.append(column.to_pylist())
     return list(zip(*columns, strict=True))

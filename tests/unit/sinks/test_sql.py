@@ -12,6 +12,7 @@ import pytest
 
 from airflow_provider_openai_batch.core.result_table import reconciled_batches
 from airflow_provider_openai_batch.core.results import BatchOutcome, Reconciler
+from airflow_provider_openai_batch.sinks import sql as sql_module
 from airflow_provider_openai_batch.sinks.sql import SqlSink
 from airflow_provider_openai_batch.sinks.sql_table import COLUMNS, ResultsTable, UnsafeNameError
 from tests.conftest import POSTGRES_URL
@@ -76,7 +77,7 @@ def test_sqlite_table_is_created_with_the_documented_columns(sqlite_conn):
     ]
 
 
-def test_sqlite_rerun_replaces_the_jobs_rows_and_leaves_other_jobs(sqlite_conn):
+def test_sqlite_rerun_replaces_the_jobs_rows_and_leaves_other_jobs(sqlite_conn, copies):
     conn_id, path = sqlite_conn
     sink = SqlSink(conn_id, "results", insert_rows=2)
     sink.write("other", batches("other", ["a"], "theirs"))
@@ -88,6 +89,7 @@ def test_sqlite_rerun_replaces_the_jobs_rows_and_leaves_other_jobs(sqlite_conn):
         ("job", "c", "second"),
         ("other", "a", "theirs"),
     ]
+    assert copies == []  # batched inserts: SQLite has no COPY
 
 
 def test_sqlite_failed_load_rolls_back_to_the_previous_rows(sqlite_conn):
@@ -129,7 +131,21 @@ def pg_rows(sql: str) -> list[tuple]:
         return db.execute(sql).fetchall()
 
 
-def test_postgres_loads_with_copy_into_typed_columns(postgres_conn, pg_table):
+@pytest.fixture
+def copies(monkeypatch) -> list[str]:
+    """Records each COPY the sink runs (and runs it)."""
+    calls: list[str] = []
+    original = sql_module._copy
+
+    def recording(cursor, table, batches):
+        calls.append(table.copy_sql())
+        return original(cursor, table, batches)
+
+    monkeypatch.setattr(sql_module, "_copy", recording)
+    return calls
+
+
+def test_postgres_loads_with_copy_into_typed_columns(postgres_conn, pg_table, copies):
     reconciler = Reconciler(BatchOutcome("emb", 0, "b", "completed", created_at=1), ["e"])
     sink = SqlSink(postgres_conn, pg_table)
     sink.write("emb", reconciled_batches(reconciler, [embedding_line("e", [0.5, -0.25])]))
@@ -150,6 +166,10 @@ def test_postgres_loads_with_copy_into_typed_columns(postgres_conn, pg_table):
     assert rows[1][2] == 'text with "quotes", commas,\nnew lines and a  NUL'
     assert rows[3][3] == {"x": [1, 2]}
     assert rows[1][5].isoformat() == "2026-01-01T00:00:00+00:00"
+    assert len(copies) == 3
+    assert all(
+        c.startswith(f'COPY "{pg_table}" ("job_id", ') and c.endswith("FROM STDIN WITH (FORMAT csv)") for c in copies
+    )
 
 
 def test_postgres_rerun_replaces_the_jobs_rows(postgres_conn, pg_table):
