@@ -121,6 +121,7 @@ class LooseLine(msgspec.Struct, gc=False):
 
 
 decode_line = msgspec.json.Decoder(Line).decode
+decode_lines = msgspec.json.Decoder(list[Line]).decode  # a JSON array of lines
 decode_loose = msgspec.json.Decoder(LooseLine).decode
 decode_json = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode

@@ -35,6 +35,7 @@ from airflow_provider_openai_batch.core.result_lines import (
     answered_at,
     decode_json,
     decode_line,
+    decode_lines,
     decode_loose,
     extract,
     text,
@@ -416,7 +417,9 @@ class Reconciler:
         (an error, another endpoint's body, a duplicate, bad JSON…): the chunk then goes line by line.
         """
         try:
-            lines = [decode_line(raw) for raw in raws]
+            lines = decode_lines(b"[" + b",".join(raws) + b"]")  # one call for the chunk
+            if len(lines) != len(raws):  # a "line" holding two objects is not one answer
+                return None
             responses = [line.response for line in lines]
             codes = [response.status_code for response in responses]  # type: ignore[union-attr]
             if min(codes) < 200 or max(codes) >= 300:

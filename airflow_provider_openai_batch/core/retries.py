@@ -13,7 +13,6 @@ collecting task is retried, instead of paying twice.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -91,8 +90,8 @@ class _RequestId(msgspec.Struct):
 _decode_request = msgspec.json.Decoder(_RequestId).decode
 
 
-# A line this package wrote starts with the custom_id (no escapes in it): read it without the body.
-_LEADING_ID = re.compile(rb'\{"custom_id":"([^"\\\n]*)"')
+# A line this package wrote starts with its custom_id: read the id without parsing the body.
+_PREFIX = b'{"custom_id":"'
 _ID_CHUNK = 1024
 
 
@@ -100,20 +99,23 @@ def request_ids(lines: Iterable[bytes]) -> Iterator[str]:
     """
     The custom ids of request lines (blank lines skipped), for joining results to requests.
 
-    Lines that start with ``{"custom_id":"<id without escapes>"`` — as this package writes them —
-    have their id read from that prefix without parsing the body; any other line is parsed.
+    When every line of a chunk starts with ``{"custom_id":"`` and no id holds an escape — as this
+    package writes them — the ids are sliced from the lines, a few C calls per chunk; any other
+    chunk is parsed line by line.
     """
     iterator = iter(lines)
-    match = _LEADING_ID.match
+    start = len(_PREFIX)
     while chunk := list(islice(iterator, _ID_CHUNK)):
-        found = [match(line) for line in chunk]
-        if all(found):
-            yield from (m.group(1).decode() for m in found)  # type: ignore[union-attr]
-            continue
-        for line, matched in zip(chunk, found, strict=True):
-            if matched is not None:
-                yield matched.group(1).decode()
-            elif line.strip():
+        if [line[:start] for line in chunk].count(_PREFIX) == len(chunk):
+            try:
+                ids = [line[start : line.index(b'"', start)] for line in chunk]
+            except ValueError:
+                ids = []
+            if ids and b"\\" not in b"".join(ids):
+                yield from map(bytes.decode, ids)
+                continue
+        for line in chunk:
+            if line.strip():
                 yield _decode_request(line).custom_id
 
 

@@ -203,3 +203,12 @@ def test_an_aborted_background_writer_stops_without_closing_the_writer():
     with pytest.raises(RuntimeError, match="reconciliation failed"):
         fail_inside()
     assert not recording.closed and not seen[0]._thread.is_alive()
+
+
+def test_a_line_holding_two_objects_is_unparseable_not_two_answers():
+    ids = [f"r{i}" for i in range(10)]
+    lines = chat_lines(ids[:8])
+    lines.append(chat_line("r8") + b"," + chat_line("r9"))
+    expected, got, row_counts, column_counts, _ = both_paths(ids, lines)
+    assert got.to_pylist() == expected.to_pylist()
+    assert column_counts.unparseable_lines == 1 and column_counts.by_status["missing"] == 2
