@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -13,6 +13,23 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_openai_batch.core.polling import PollPolicy, Progress
 from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
 from airflow_provider_openai_batch.triggers.events import batch_event, error_event, timeout_event
+from airflow_provider_openai_batch.triggers.status_board import status_board
+
+if TYPE_CHECKING:
+    from openai.types import Batch
+
+
+# A poll that changed nothing (status and counts) writes no progress line, up to this many in a
+# row: a thousand waits queued for hours would otherwise write a thousand identical lines a round,
+# and each costs the triggerer ~1.5 ms to ship to its task log.
+QUIET_POLLS_PER_LINE = 10
+
+
+def _news(before: Batch | None, after: Batch) -> bool:
+    """Did the status or the request counts change since the previous poll?"""
+    if before is None:
+        return True
+    return before.status != after.status or before.request_counts != after.request_counts
 
 
 class OpenAIBatchTrigger(BaseTrigger):
@@ -65,55 +82,67 @@ class OpenAIBatchTrigger(BaseTrigger):
         return PollPolicy(self.poll_interval, self.deadline, self.max_consecutive_errors)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        client = await OpenAIBatchHook(self.conn_id).get_async_client()
+        # The client is shared with the other triggers on this loop (not closed here); after the
+        # first read, statuses come from the loop's board: one sweep per interval for all of them.
+        client = await OpenAIBatchHook(self.conn_id).get_shared_async_client()
+        board = status_board(client, self.poll_interval)
         policy = self.policy
-        errors = 0
-        async with client:
-            while True:
-                try:
+        errors = quiet_polls = 0
+        last: Batch | None = None
+        while True:
+            try:
+                if last is None:
                     batch = await client.batches.retrieve(self.batch_id)
-                except TRANSIENT_ERRORS as err:
-                    errors += 1
-                    decision = policy.after_error(errors, time.time())
-                    self.log.warning(
-                        "Reading batch %s failed (%s, %d in a row): %s",
-                        self.batch_id,
-                        type(err).__name__,
-                        errors,
-                        err,
-                    )
-                    if decision == "give_up":
-                        yield TriggerEvent(error_event(self.batch_id, f"{errors} consecutive API errors: {err}"))
-                        return
-                    if decision == "timeout":
-                        yield TriggerEvent(timeout_event(self.batch_id, self.deadline))
-                        return
-                    await asyncio.sleep(policy.sleep_for(time.time(), errors))
-                    continue
-                except openai.APIStatusError as err:
-                    # Other 4xx (unknown batch, bad key, no permission) will not heal by waiting.
-                    yield TriggerEvent(error_event(self.batch_id, f"HTTP {err.status_code}: {err.message}"))
-                    return
-                errors = 0
-                now = time.time()
-                self.log.info(Progress.from_batch(batch).line(now))
-                decision = policy.after_status(batch.status, now)
-                if decision == "done":
-                    yield TriggerEvent(batch_event(batch))
+                else:
+                    batch = await asyncio.wait_for(board.next_status(self.batch_id, last.created_at), self._left())
+            except TimeoutError:
+                yield TriggerEvent(timeout_event(self.batch_id, self.deadline, last.status if last else None))
+                return
+            except TRANSIENT_ERRORS as err:
+                errors += 1
+                decision = policy.after_error(errors, time.time())
+                self.log.warning(
+                    "Reading batch %s failed (%s, %d in a row): %s", self.batch_id, type(err).__name__, errors, err
+                )
+                if decision == "give_up":
+                    yield TriggerEvent(error_event(self.batch_id, f"{errors} consecutive API errors: {err}"))
                     return
                 if decision == "timeout":
-                    yield TriggerEvent(timeout_event(self.batch_id, self.deadline, batch.status))
+                    yield TriggerEvent(timeout_event(self.batch_id, self.deadline))
                     return
-                await asyncio.sleep(policy.sleep_for(now))
+                if last is None:  # the board paces its own retries
+                    await asyncio.sleep(policy.sleep_for(time.time(), errors))
+                continue
+            except openai.APIStatusError as err:
+                # Other 4xx (unknown batch, bad key, no permission) will not heal by waiting.
+                yield TriggerEvent(error_event(self.batch_id, f"HTTP {err.status_code}: {err.message}"))
+                return
+            if _news(last, batch) or quiet_polls >= QUIET_POLLS_PER_LINE:
+                self.log.info(Progress.from_batch(batch).line(time.time()))
+                quiet_polls = 0
+            else:
+                quiet_polls += 1
+            errors, last = 0, batch
+            now = time.time()
+            decision = policy.after_status(batch.status, now)
+            if decision == "done":
+                yield TriggerEvent(batch_event(batch))
+                return
+            if decision == "timeout":
+                yield TriggerEvent(timeout_event(self.batch_id, self.deadline, batch.status))
+                return
+
+    def _left(self) -> float | None:
+        """Seconds until the deadline (``None``: no deadline), so a wait for the board stops in time."""
+        return None if self.deadline is None else max(self.deadline - time.time(), 0.0)
 
     async def on_kill(self) -> None:
         """The user marked the deferred task failed/success or cleared it: stop paying for the batch."""
         if not self.cancel_on_kill:
             return
-        client = await OpenAIBatchHook(self.conn_id).get_async_client()
-        async with client:
-            try:
-                batch = await client.batches.cancel(self.batch_id)
-                self.log.info("Cancelled batch %s on kill (now %s)", self.batch_id, batch.status)
-            except openai.APIError as err:  # already ended (409), gone, or unreachable: nothing left to stop
-                self.log.warning("Could not cancel batch %s on kill: %s", self.batch_id, err)
+        client = await OpenAIBatchHook(self.conn_id).get_shared_async_client()
+        try:
+            batch = await client.batches.cancel(self.batch_id)
+            self.log.info("Cancelled batch %s on kill (now %s)", self.batch_id, batch.status)
+        except openai.APIError as err:  # already ended (409), gone, or unreachable: nothing left to stop
+            self.log.warning("Could not cancel batch %s on kill: %s", self.batch_id, err)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+from airflow_provider_openai_batch.triggers.batch import QUIET_POLLS_PER_LINE, OpenAIBatchTrigger
 from tests.conftest import TEST_API_KEY
 
 
@@ -114,3 +114,33 @@ async def test_on_kill_cancels_the_batch(batch_id, openai_conn, emulator):
     finally:
         emulator.update_settings(in_progress_seconds=0.05)
     assert status in ("cancelling", "cancelled")
+
+
+async def test_triggers_on_one_loop_share_one_client_per_connection(openai_conn, no_retry_conn):
+    first = await OpenAIBatchHook(openai_conn).get_shared_async_client()
+    assert await OpenAIBatchHook(openai_conn).get_shared_async_client() is first
+    assert await OpenAIBatchHook(no_retry_conn).get_shared_async_client() is not first
+
+
+async def test_polls_that_change_nothing_write_a_line_only_now_and_then(
+    batch_id, openai_conn, emulator, capsys, monkeypatch
+):
+    client = await OpenAIBatchHook(openai_conn).get_shared_async_client()  # the one the trigger will use
+    polls = []
+    retrieve = client.batches.retrieve
+
+    async def counted(*args, **kwargs):
+        polls.append(args)
+        return await retrieve(*args, **kwargs)
+
+    monkeypatch.setattr(client.batches, "retrieve", counted)
+    emulator.update_settings(in_progress_seconds=30)
+    try:
+        trigger = OpenAIBatchTrigger(batch_id, openai_conn, poll_interval=0.01, deadline=time.time() + 1.0)
+        event = await first_event(trigger)
+    finally:
+        emulator.update_settings(in_progress_seconds=0.05)
+    progress = [line for line in capsys.readouterr().out.splitlines() if f"batch {batch_id}: in_progress" in line]
+    assert event["status"] == "timeout"
+    assert len(polls) > 2 * QUIET_POLLS_PER_LINE
+    assert 2 <= len(progress) <= len(polls) // QUIET_POLLS_PER_LINE + 1
