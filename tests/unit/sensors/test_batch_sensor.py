@@ -16,7 +16,7 @@ from airflow_provider_openai_batch.sensors.batch import ERRORS_KEY, OpenAIBatchS
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from tests.conftest import TEST_API_KEY
 from tests.unit.operators.fakes import RecordingTI
-from tests.unit.operators.test_submit import StateStore, knobs, make_shard, request
+from tests.unit.operators.test_submit import StateStore, first_event, knobs, make_shard, request
 
 
 @dataclass
@@ -27,15 +27,6 @@ class SensorTI(RecordingTI):
 
 def sensor_context(store: StateStore | None = None) -> dict[str, Any]:
     return {"ti": SensorTI(), "task_state_store": store if store is not None else StateStore()}
-
-
-async def first_event(trigger: OpenAIBatchTrigger) -> dict[str, Any]:
-    """The trigger's one event, as the triggerer reads it, closing the generator (and its client) after."""
-    events = trigger.run()
-    try:
-        return (await asyncio.wait_for(events.__anext__(), 10)).payload
-    finally:
-        await events.aclose()
 
 
 def submit(tmp_path, lines: list[str]) -> str:
