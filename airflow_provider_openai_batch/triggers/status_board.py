@@ -65,6 +65,7 @@ class StatusBoard:
             futures.remove(future)
             if not futures:
                 del self.waiting[batch_id]
+                self.created_at.pop(batch_id, None)
 
     async def _sweep_while_asked(self) -> None:
         """Sweep on a fixed cadence (a sweep's own duration does not stretch the interval)."""
@@ -84,7 +85,6 @@ class StatusBoard:
                 continue
             failures = 0
             _resolve(asked, found)
-        self.created_at = {k: v for k, v in self.created_at.items() if k in self.waiting}
 
     async def read(self, batch_ids: set[str]) -> dict[str, Batch]:
         """Every batch of ``batch_ids``: from listed pages where they reach, else one by one."""
