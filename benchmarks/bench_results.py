@@ -33,9 +33,14 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from airflow_provider_openai_batch.core.collect import ShardRun, collect_attempt  # noqa: E402
+from airflow_provider_openai_batch.core.collect import (  # noqa: E402
+    FileLines,
+    FileLineSets,
+    ShardRun,
+    collect_attempt,
+    reconcile_pool,
+)
 from airflow_provider_openai_batch.core.costs import PriceTable  # noqa: E402
-from airflow_provider_openai_batch.core.result_lines import read_lines  # noqa: E402
 from airflow_provider_openai_batch.core.result_table import batch_writer, read_parquet  # noqa: E402
 from airflow_provider_openai_batch.core.results import BatchOutcome  # noqa: E402
 from airflow_provider_openai_batch.emulator.answers import answer  # noqa: E402
@@ -151,12 +156,6 @@ def interleaved(functions: dict[str, Callable[[], Any]], repeat: int) -> dict[st
     return {name: (w, c, r) for name, (w, c, r) in best.items()}
 
 
-def lines_of(path: Path) -> Iterator[bytes]:
-    """What the operator and the CLI read files with (blocks split into lines)."""
-    with path.open("rb") as handle:
-        yield from read_lines(handle)
-
-
 def file_lines(path: Path) -> Iterator[bytes]:
     """A plain Python file iteration, for the bare loop."""
     with path.open("rb") as handle:
@@ -174,35 +173,49 @@ def bare_loop(files: list[dict[str, Path]]) -> int:
     return lines
 
 
-def reconcile_to_parquet(files: list[dict[str, Path]], target: Path) -> int:
+def reconcile_to_parquet(files: list[dict[str, Path]], target: Path, processes: int = 1) -> int:
     prices = PriceTable.load()
 
     def run(index: int, names: dict[str, Path]) -> ShardRun:
         outcome = BatchOutcome("bench", index, f"batch_{index}", "completed", created_at=1_767_225_000)
         return ShardRun(
             outcome,
-            requests=lambda: lines_of(names["requests"]),
-            results=lambda: [lines_of(names["output"]), lines_of(names["errors"])],
+            requests=FileLines(str(names["requests"])),
+            results=FileLineSets((str(names["output"]), str(names["errors"]))),
         )
 
-    with target.open("wb") as handle, batch_writer(handle) as writer:
-        report = collect_attempt((run(i, f) for i, f in enumerate(files)), 1, writer, prices=prices)
+    runs = (run(i, f) for i, f in enumerate(files))
+    with reconcile_pool(processes) as pool, target.open("wb") as handle, batch_writer(handle) as writer:
+        report = collect_attempt(runs, 1, writer, prices=prices, pool=pool)
     return report.staged_rows
 
 
-def peak_rss_of(requests: int, shards: int) -> float:
-    """Peak RSS (MB) of a fresh process reconciling the first ``shards`` shards to Parquet."""
+def peak_rss_of(requests: int, shards: int, processes: int = 1) -> tuple[float, float]:
+    """
+    Peak RSS (MB) of a fresh process reconciling the first ``shards`` shards to Parquet, and of its
+    largest worker process. (Run before the big timing runs: Linux carries a parent's peak over
+    to the child it forks and execs, so a fat parent would mask the figure.)
+    """
     code = (
         "import resource, sys, tempfile, pathlib\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "import benchmarks.bench_results as b\n"
         f"files = b.generate({requests})[:{shards}]\n"
         "target = pathlib.Path(tempfile.mkdtemp()) / 'rows.parquet'\n"
-        "b.reconcile_to_parquet(files, target)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        f"b.reconcile_to_parquet(files, target, {processes})\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
+        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(done.stdout.strip().splitlines()[-1])
+    main, worker = done.stdout.strip().splitlines()[-1].split()
+    return float(main), float(worker)
+
+
+def same_rows(a: Path, b: Path) -> bool:
+    """Whether two results files hold the same rows in the same order (``collected_at`` aside), streamed."""
+    with a.open("rb") as first, b.open("rb") as second:
+        pairs = zip(read_parquet(first, SHARD), read_parquet(second, SHARD), strict=True)
+        return all(x.drop_columns(["collected_at"]).equals(y.drop_columns(["collected_at"])) for x, y in pairs)
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------------
@@ -274,6 +287,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1_200_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="worker processes for (1b)")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--load-only", type=Path, help="only the PostgreSQL load, of this results Parquet file")
@@ -286,13 +300,27 @@ def main() -> int:
     started = time.perf_counter()
     files = generate(args.requests)
     print(f"data: {len(files)} shards, {args.requests:,} results under {DATA} ({time.perf_counter() - started:.0f} s)")
+    if not args.skip_rss:
+        counts = sorted({max(1, len(files) // 4), max(1, len(files) // 2), len(files)})
+        rss = {shards: round(peak_rss_of(args.requests, shards)[0], 1) for shards in counts}
+        print(json.dumps({"peak_rss_mb_by_shards": rss}))
+        rss = {shards: [round(mb, 1) for mb in peak_rss_of(args.requests, shards, args.processes)] for shards in counts}
+        print(json.dumps({f"peak_rss_mb_by_shards_{args.processes}_processes_main_and_worker": rss}))
     name, _ = loads_function()
     target = Path(tempfile.mkdtemp()) / "rows.parquet"
+    parallel = Path(tempfile.mkdtemp()) / "rows.parquet"
     runs = interleaved(
-        {"bare": lambda: bare_loop(files), "ours": lambda: reconcile_to_parquet(files, target)}, args.repeat
+        {
+            "bare": lambda: bare_loop(files),
+            "ours": lambda: reconcile_to_parquet(files, target),
+            "parallel": lambda: reconcile_to_parquet(files, parallel, args.processes),
+        },
+        args.repeat,
     )
     (base_wall, base_cpu, lines), (ours_wall, ours_cpu, rows) = runs["bare"], runs["ours"]
-    assert rows == lines == args.requests, (rows, lines)
+    par_wall, _, par_rows = runs["parallel"]
+    assert rows == par_rows == lines == args.requests, (rows, par_rows, lines)
+    assert same_rows(parallel, target), "parallel and serial runs must write the same rows"
     figures: dict[str, Any] = {
         "results": rows,
         "baseline": name,
@@ -303,12 +331,11 @@ def main() -> int:
         "ratio_wall": round(ours_wall / base_wall, 2),
         "ratio_cpu": round(ours_cpu / base_cpu, 2),
         "parquet_mb": round(target.stat().st_size / 1e6, 1),
+        "processes": args.processes,
+        "reconcile_parquet_parallel_s": round(par_wall, 2),
+        "ratio_wall_parallel": round(par_wall / base_wall, 2),
     }
     print(json.dumps(figures))
-    if not args.skip_rss:
-        counts = sorted({max(1, len(files) // 4), max(1, len(files) // 2), len(files)})
-        rss = {shards: round(peak_rss_of(args.requests, shards), 1) for shards in counts}
-        print(json.dumps({"peak_rss_mb_by_shards": rss}))
     if not args.skip_postgres:
         load = postgres_load(target, args.repeat)
         if load is not None:

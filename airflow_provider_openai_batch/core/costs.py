@@ -86,6 +86,10 @@ class Estimate:
         )
 
 
+def _unpickle_prices(prices: dict[str, ModelPrice], as_of: str, source: str) -> PriceTable:
+    return PriceTable(MappingProxyType(prices), as_of, source)
+
+
 def _combined_model(a: Estimate, b: Estimate) -> str:
     if a.requests == 0:
         return b.model
@@ -124,6 +128,10 @@ class PriceTable:
             prices.update(_parse_models(models, origin=origin))
             source = f"{source} Overridden by {origin}.".strip()
         return cls(prices=MappingProxyType(prices), as_of=as_of, source=source)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as a plain dict (a read-only mapping does not pickle), for reconciliation workers."""
+        return _unpickle_prices, (dict(self.prices), self.as_of, self.source)
 
     def resolve(self, model: str) -> str:
         """The table key priced for ``model``: itself, or the base of a dated snapshot."""

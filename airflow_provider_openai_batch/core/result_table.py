@@ -111,6 +111,10 @@ def reconciled_batches(
     """Reconcile lines straight into record batches of at most ``size`` rows, as they stream in."""
     pending: list[list[Any]] = [[] for _ in VALUE_FIELDS]
     for columns in reconciler.value_columns(*line_sources):
+        if len(pending[0]) + len(columns[0]) < size:  # the usual case: the chunk fits whole
+            for target, column in zip(pending, columns, strict=True):
+                target.extend(column)
+            continue
         start = 0
         while start < len(columns[0]):
             room = size - len(pending[0])
@@ -132,7 +136,11 @@ def columns_to_batch(reconciler: Reconciler, values: list[list[Any]]) -> pa.Reco
         column = values[index]
         if index == _PARSED and any(v is not None for v in column):
             column = [None if v is None else _encode(v).decode() for v in column]
-        columns[name] = pa.array(column, type=kind)
+        first = column[0]  # one value throughout (status, model, the unused columns…) repeats in C:
+        if column[-1] == first and column.count(first) == count:
+            columns[name] = pa.nulls(count, kind) if first is None else pa.repeat(pa.scalar(first, kind), count)
+        else:
+            columns[name] = pa.array(column, type=kind)
     columns["record_key"] = columns["custom_id"]
     outcome = reconciler.outcome
     constants = {
@@ -182,10 +190,15 @@ class JsonlWriter:
         """Nothing to finish: each batch is complete lines (the caller owns the handle)."""
 
 
+# Columns with few distinct values get dictionary pages; for the others (ids, answers) the attempt
+# costs time and, once it falls back, space: zstd alone makes files a third smaller, faster.
+_FEW_VALUES = ["job_id", "batch_id", "status", "error_code", "error_message", "model", "refusal", "finish_reason"]
+
+
 def open_writer(handle: IO[bytes] | Any, fmt: str = "parquet") -> pq.ParquetWriter | JsonlWriter:
     """A writer with ``write_batch``/``close`` for ``fmt`` (``parquet``: zstd, a row group per batch)."""
     if fmt == "parquet":
-        return pq.ParquetWriter(handle, RESULT_SCHEMA, compression="zstd")
+        return pq.ParquetWriter(handle, RESULT_SCHEMA, compression="zstd", use_dictionary=_FEW_VALUES)
     if fmt == "jsonl":
         return JsonlWriter(handle)
     raise ValueError(f"unknown results format {fmt!r}; use one of {FORMATS}")

@@ -227,7 +227,7 @@ class Reconciler:
         self.prices = prices
         self.pending: dict[str, int] = _index_ids(custom_ids, origins or ((outcome.shard, sys.maxsize),))
         self.expected = len(self.pending)
-        self.done: set[str] = set()
+        self.sent = self.pending.copy()  # every id of the shard: tells a repeated line from a stranger
         self.counts = ReconcileCounts()
         self.collected_at = int(time.time())
         self._rates: dict[str | None, _Rates | None] = {None: None}
@@ -287,7 +287,6 @@ class Reconciler:
         if shard is None:
             self._stray(line.custom_id)
             return None
-        self.done.add(line.custom_id)
         values = self._answer(line, shard) if isinstance(line, Line) else self._loose_answer(line, shard)
         self._count(values)
         return values
@@ -330,7 +329,7 @@ class Reconciler:
             return None
 
     def _stray(self, custom_id: str) -> None:
-        if custom_id in self.done:
+        if custom_id in self.sent:
             self.counts.duplicate_lines += 1
         else:
             self.counts.unknown_custom_ids += 1
@@ -430,7 +429,7 @@ class Reconciler:
             contents = [message.content for message in messages]  # type: ignore[union-attr]
         except (msgspec.DecodeError, AttributeError, TypeError, IndexError, ValueError):
             return None
-        if not all(content is None or type(content) is str for content in contents):
+        if not _TEXT_TYPES.issuperset(map(type, contents)):
             return None
         count = len(lines)
         parsed: list[Any] = [None] * count
@@ -465,7 +464,6 @@ class Reconciler:
                 if shard is not None:
                     pending[custom_id] = shard
             return None
-        self.done.update(custom_ids)
         return shards  # type: ignore[return-value]
 
     def _costs(self, models: list[str | None], inputs: list[int], cached: list[int], outputs: list[int]) -> list[Any]:
@@ -493,6 +491,7 @@ class Reconciler:
             counts.unpriced_rows += sum(1 for i, o in zip(usage[0], usage[2], strict=True) if i or o) - len(priced)
 
 
+_TEXT_TYPES = frozenset((str, type(None)))
 _DEFAULT_VALUES = dict.fromkeys(VALUE_FIELDS) | dict.fromkeys(
     ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"), 0
 )
@@ -513,7 +512,12 @@ def _request_error(custom_id: str, shard: int, error: LineError | None) -> Value
 
 def _token_columns(usages: list[Any]) -> tuple[list[int], list[int], list[int], list[int]]:
     """(input, cached, output, reasoning) token columns; comprehensions when every line has chat usage."""
-    if None in usages or any(u.input_tokens is not None or u.prompt_tokens_details is None for u in usages):
+    count = len(usages)
+    if (
+        None in usages
+        or [u.input_tokens for u in usages].count(None) != count
+        or None in [u.prompt_tokens_details for u in usages]
+    ):
         columns = [list(column) for column in zip(*map(tokens, usages), strict=True)]
         return columns[0], columns[1], columns[2], columns[3]
     inputs = [u.prompt_tokens or 0 for u in usages]

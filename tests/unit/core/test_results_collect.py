@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import tempfile
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
-from airflow_provider_openai_batch.core.collect import ShardRun, collect_attempt
-from airflow_provider_openai_batch.core.results import BatchOutcome
+from airflow_provider_openai_batch.core.collect import (
+    FileLines,
+    FileLineSets,
+    ShardRun,
+    collect_attempt,
+    reconcile_pool,
+)
+from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileError
 from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShardWriter
 from tests.unit.core.test_results import chat_line
 from tests.unit.core.test_results_retries import opener, request
@@ -85,3 +94,66 @@ def test_without_a_retry_writer_every_row_is_final(tmp_path):
     stage = Stage()
     report = collect_attempt([run(0, ["a"], [chat_line("a", status=500)])], 1, stage, policy=RetryPolicy(3))
     assert (report.staged_rows, report.retried, stage.rows()["a"]["status"]) == (1, 0, "failed")
+
+
+def file_run(root: Path, shard: int, ids: list[str], lines: list[bytes], status: str = "completed", done=None):
+    """A run over real local files, as a worker process opens them."""
+    requests, output = root / f"requests-{shard}.jsonl", root / f"output-{shard}.jsonl"
+    requests.write_bytes(b"".join(request(i) for i in ids))
+    output.write_bytes(b"\n".join(lines) + b"\n")
+    outcome = BatchOutcome("job", shard, f"batch-1-{shard}", status)
+    return ShardRun(outcome, FileLines(str(requests)), FileLineSets((str(output),)), done=done)
+
+
+def shard_runs(root: Path, done: list[int]) -> list[ShardRun]:
+    """Five shards mixing answers, retriable and final failures, anomalies and an expired batch."""
+    runs = []
+    for shard in range(5):
+        ids = [f"s{shard}-{n:03d}" for n in range(150)]
+        lines = [chat_line(i, content=f"answer {i}") for i in ids[:100]]
+        lines += [chat_line(i, status=500) for i in ids[100:110]] + [chat_line(i, status=400) for i in ids[110:120]]
+        lines += [chat_line(ids[0]), chat_line(f"ghost-{shard}"), b"{broken"]
+        runs.append(
+            file_run(root, shard, ids, lines, "expired" if shard == 3 else "completed", partial(done.append, shard))
+        )
+    return runs
+
+
+def test_worker_processes_stage_the_same_rows_in_the_same_order_as_one_process(tmp_path):
+    results = {}
+    for processes in (1, 2):
+        root = tmp_path / str(processes)
+        root.mkdir()
+        done: list[int] = []
+        stage = Stage()
+        retries = RetryShardWriter(opener(root), "job-attempt-2", 2)
+        with reconcile_pool(processes) as pool:
+            assert (pool is None) == (processes == 1)
+            report = collect_attempt(
+                shard_runs(root, done), 1, stage, policy=RetryPolicy(2), retries=retries, pool=pool
+            )
+        (retry,) = retries.close()
+        table = pa.Table.from_batches(stage.batches).drop_columns(["collected_at"])
+        results[processes] = (table, report, retry.origins, Path(retry.shard.path).read_bytes(), done)
+
+    (serial, serial_report, *serial_rest), (parallel, parallel_report, *parallel_rest) = results[1], results[2]
+    assert parallel.equals(serial)
+    assert parallel_rest == serial_rest
+    assert parallel_report == serial_report
+    # 500s and the expired shard's 30 unanswered requests are retried; 400s and the rest are final
+    assert serial_report.retried == 5 * 10 + 30
+    assert serial_report.staged_rows == 5 * 150 - serial_report.retried
+    assert [a["batch_id"] for a in serial_report.anomalies] == [f"batch-1-{shard}" for shard in range(5)]
+    assert serial_rest[2] == [0, 1, 2, 3, 4]  # each run's ``done``, in order, in this process
+
+
+def test_a_failing_shard_in_a_worker_fails_the_attempt_and_leaves_no_spool(tmp_path):
+    spools = tmp_path / "spools"
+    spools.mkdir()
+    stage = Stage()
+    runs = [file_run(tmp_path, 0, ["a", "b"], [chat_line("a")]), file_run(tmp_path, 1, ["c", "c"], [chat_line("c")])]
+    with pytest.MonkeyPatch.context() as patch, reconcile_pool(2) as pool:
+        patch.setattr(tempfile, "tempdir", str(spools))
+        with pytest.raises(ReconcileError, match="appears twice"):
+            collect_attempt(runs, 1, stage, pool=pool)
+    assert list(spools.iterdir()) == []
