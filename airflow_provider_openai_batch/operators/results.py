@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
+from functools import partial
+from pathlib import Path
 from typing import Any, NoReturn
 
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_openai_batch.core.collect import AttemptReport, ShardRun, collect_attempt
+from airflow_provider_openai_batch.core.collect import (
+    AttemptReport,
+    FileLines,
+    FileLineSets,
+    ShardRun,
+    collect_attempt,
+    reconcile_pool,
+)
 from airflow_provider_openai_batch.core.costs import PriceTable
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 from airflow_provider_openai_batch.core.naming import safe_name
@@ -58,6 +70,10 @@ class OpenAIBatchResultsOperator(BaseOperator):
     :param work_dir: where stages and retry shards go; defaults to the job's build folder.
     :param poll_interval: seconds between status reads of a retry batch.
     :param wait_timeout: how long to wait for each retry batch; it is then cancelled.
+    :param reconcile_processes: shards reconciled side by side in worker processes (1: in the
+        task's own process). Reconciling is CPU-bound: for jobs of many shards, give it the cores
+        the worker can spare for this task. Each shard's request and result files are then first
+        copied to local temporary disk (a few shards at a time), which the workers read.
     """
 
     template_fields: Sequence[str] = ("batches", "destination", "table", "table_schema", "prices", "work_dir")
@@ -79,6 +95,7 @@ class OpenAIBatchResultsOperator(BaseOperator):
         work_dir: str | None = None,
         poll_interval: float = 60.0,
         wait_timeout: timedelta | None = timedelta(hours=48),
+        reconcile_processes: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -99,6 +116,9 @@ class OpenAIBatchResultsOperator(BaseOperator):
         self.work_dir = work_dir
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
+        if not (isinstance(reconcile_processes, int) and reconcile_processes >= 1):
+            raise ValueError(f"reconcile_processes must be a whole number of at least 1, got {reconcile_processes!r}")
+        self.reconcile_processes = reconcile_processes
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -145,14 +165,23 @@ class OpenAIBatchResultsOperator(BaseOperator):
         if attempt < self.policy.max_attempts:
             name = f"{state['job_id']}-attempt-{attempt + 1}"
             retries = RetryShardWriter(opener_under(job_dir / "retries" / f"attempt-{attempt + 1}"), name, attempt + 1)
-        with atomic_open(_stage(job_dir, attempt)) as handle, batch_writer(handle) as writer:
+        processes = min(self.reconcile_processes, len(state["items"]))
+        # The pool first: its workers are forked before the stage writer's thread exists.
+        with (
+            reconcile_pool(processes) as pool,
+            tempfile.TemporaryDirectory(prefix="openai-batch-collect-") as local,
+            atomic_open(_stage(job_dir, attempt)) as handle,
+            batch_writer(handle) as writer,
+        ):
+            make_run = self._run if pool is None else partial(self._local_run, local=Path(local))
             report = collect_attempt(
-                (self._run(hook, state["job_id"], item, attempt) for item in state["items"]),
+                (make_run(hook, state["job_id"], item, attempt) for item in state["items"]),
                 attempt,
                 writer,
                 policy=self.policy,
                 retries=retries,
                 prices=PriceTable.load(self.prices),
+                pool=pool,
             )
         self._note(state, report)
         retry_shards = retries.close() if retries is not None else []
@@ -165,6 +194,7 @@ class OpenAIBatchResultsOperator(BaseOperator):
         return self._wait(context, state)
 
     def _run(self, hook: OpenAIBatchHook, job_id: str, item: Mapping[str, Any], attempt: int) -> ShardRun:
+        """A run that streams the shard from storage and the batch's files from the API."""
         shard, batch = item["shard"], item["batch"]
         errors = batch.get("errors") or [{}]
         outcome = BatchOutcome(
@@ -185,6 +215,27 @@ class OpenAIBatchResultsOperator(BaseOperator):
             requests=lambda: iter_lines(shard["path"]),
             results=lambda: [hook.iter_file_lines(fid) for fid in file_ids],
             origins=shard.get("origins"),
+        )
+
+    def _local_run(
+        self, hook: OpenAIBatchHook, job_id: str, item: Mapping[str, Any], attempt: int, *, local: Path
+    ) -> ShardRun:
+        """A run over local copies of the shard and the batch's files, which a worker process can open."""
+        run = self._run(hook, job_id, item, attempt)
+        folder = local / f"{run.outcome.shard:05d}-{run.outcome.batch_id}"
+        folder.mkdir()
+        requests = folder / "requests.jsonl"
+        with as_storage_path(item["shard"]["path"]).open("rb") as source, requests.open("wb") as copy:
+            shutil.copyfileobj(source, copy, 1 << 20)
+        files = [fid for fid in (item["batch"].get("output_file_id"), item["batch"].get("error_file_id")) if fid]
+        results = tuple(str(folder / f"{fid}.jsonl") for fid in files)
+        for fid, path in zip(files, results, strict=True):
+            hook.download_file(fid, path)
+        return replace(
+            run,
+            requests=FileLines(str(requests)),
+            results=FileLineSets(results),
+            done=partial(shutil.rmtree, folder, ignore_errors=True),
         )
 
     def _note(self, state: dict[str, Any], report: AttemptReport) -> None:

@@ -154,6 +154,42 @@ def test_rerunning_the_task_reattaches_to_its_retry_batches_and_rewrites_the_sam
     assert len(read_rows(tmp_path / "results")) == 6
 
 
+def test_worker_processes_deliver_the_rows_the_task_process_does(openai_conn, emulator_knobs, tmp_path, monkeypatch):
+    emulator_knobs(expire_after_requests=4, request_failure_rate=0.3, seed=5)
+    items = submitted_job(tmp_path, [5, 5, 5])
+    local_runs = []
+    original = OpenAIBatchResultsOperator._local_run
+    monkeypatch.setattr(
+        OpenAIBatchResultsOperator,
+        "_local_run",
+        lambda self, *args, **kwargs: local_runs.append(args[2]["batch"]["id"]) or original(self, *args, **kwargs),
+    )
+    runs = {}
+    for processes in (1, 3):
+        op = collect(items, tmp_path / f"results-{processes}", max_attempts=2, reconcile_processes=processes)
+        summary, _ = run_to_completion(op, {"ti": RecordingTI()})
+        rows = read_rows(tmp_path / f"results-{processes}")
+        for row in rows.values():
+            del row["collected_at"]
+        runs[processes] = summary, rows
+
+    (serial_summary, serial_rows), (parallel_summary, parallel_rows) = runs[1], runs[3]
+    assert parallel_rows == serial_rows and len(serial_rows) == 15
+    assert {r["status"] for r in serial_rows.values()} >= {"succeeded", "failed"}
+    assert {k: v for k, v in parallel_summary.items() if k not in ("destination", "destinations")} == {
+        k: v for k, v in serial_summary.items() if k not in ("destination", "destinations")
+    }
+    # the three shards' batches went through local copies for the workers; the serial run streamed them, and so
+    # did the parallel run for its one retry batch (one batch needs no workers)
+    assert len(parallel_summary["batches"]) == 4
+    assert local_runs == parallel_summary["batches"][:3]
+
+
+def test_reconcile_processes_must_be_a_positive_whole_number():
+    with pytest.raises(ValueError, match="reconcile_processes"):
+        OpenAIBatchResultsOperator(task_id="collect", batches=[], destination="/tmp/x", reconcile_processes=0)
+
+
 def test_summary_goes_to_xcom_the_asset_event_and_summary_json_without_results_or_secrets(
     openai_conn, tmp_path, monkeypatch
 ):
