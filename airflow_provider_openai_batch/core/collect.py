@@ -213,7 +213,7 @@ def _in_processes(
     """Reconcile runs in the pool, a bounded window ahead; yield them in order, their spools staged."""
     spools = tempfile.mkdtemp(prefix="openai-batch-reconcile-")
     window: deque[tuple[ShardRun, Future[_Reconciled]]] = deque()
-    ahead = pool.processes  # a run per worker in flight, plus the one being staged
+    ahead = 2 * pool.processes  # a run per worker in flight and one queued for each, so none waits
     try:
         for index, run in enumerate(runs):
             spool = os.path.join(spools, f"{index:06d}.arrows")
