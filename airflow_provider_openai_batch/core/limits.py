@@ -21,8 +21,9 @@ Endpoint = Literal[
 ENDPOINTS: Final[frozenset[str]] = frozenset(get_args(Endpoint))
 
 MAX_REQUESTS_PER_FILE: Final = 50_000
-MAX_BYTES_PER_FILE: Final = 200 * 1024 * 1024
+MAX_BYTES_PER_FILE: Final = 200_000_000  # OpenAI says "200 MB"; the decimal reading is the safe one
 MAX_EMBEDDING_INPUTS_PER_BATCH: Final = 50_000
+MAX_EMBEDDING_INPUTS_PER_REQUEST: Final = 2_048
 MAX_CUSTOM_ID_LENGTH: Final = 512
 COMPLETION_WINDOW: Final = "24h"
 

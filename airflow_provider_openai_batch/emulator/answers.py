@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_openai_batch.core.limits import MAX_EMBEDDING_INPUTS_PER_REQUEST
 from airflow_provider_openai_batch.emulator.records import TokenUsage
 from airflow_provider_openai_batch.emulator.replies import digest_int, reply_text, structured_reply, truncate
 from airflow_provider_openai_batch.emulator.tokens import (
@@ -245,6 +246,10 @@ def _embedding_texts(inputs: Any) -> list[str]:
 def _embeddings(body: dict[str, Any], key: str, now: int) -> Answer:
     model = _require(body, "model", str)
     texts = _embedding_texts(_require(body, "input", (str, list)))
+    if "" in texts or "[]" in texts:
+        raise RequestRejected("'$.input' is invalid: it cannot be an empty string or an empty token list.", "input")
+    if len(texts) > MAX_EMBEDDING_INPUTS_PER_REQUEST:
+        raise RequestRejected(f"'$.input' is invalid: at most {MAX_EMBEDDING_INPUTS_PER_REQUEST} inputs.", "input")
     dimensions = body.get("dimensions", default_dimensions(model))
     if not isinstance(dimensions, int) or dimensions < 1:
         raise RequestRejected("'dimensions' must be a positive integer.", "dimensions")

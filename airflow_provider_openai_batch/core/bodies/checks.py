@@ -23,6 +23,7 @@ from airflow_provider_openai_batch.core.bodies.moderations import ModerationBody
 from airflow_provider_openai_batch.core.bodies.responses import FunctionTool as ResponsesFunctionTool
 from airflow_provider_openai_batch.core.bodies.responses import ResponsesBody, TextFormatJSONSchema
 from airflow_provider_openai_batch.core.bodies.schemas import SchemaChecker
+from airflow_provider_openai_batch.core.limits import MAX_EMBEDDING_INPUTS_PER_REQUEST
 
 Inspection = tuple[int, Sequence[str]]
 Check = Callable[[Any, bytes, SchemaChecker], Inspection]
@@ -102,9 +103,25 @@ def _list_input(where: str, value: Any) -> Inspection:
 
 
 def check_embeddings(body: EmbeddingBody, line: bytes, schemas: SchemaChecker) -> Inspection:
-    """Counts inputs for the per-batch limit; rejects empty and mixed input lists."""
-    _, problems = _list_input("body.input", body.input)
-    return (0, problems) if problems else (input_count(body.input), ())
+    """
+    Counts inputs for the per-batch limit; rejects what the endpoint refuses, line by line, instead
+    of a failed request hours later: empty strings or lists, mixed lists, over 2,048 inputs.
+    """
+    value = body.input
+    if value == "":
+        return 0, ("body.input is an empty string; the embeddings endpoint refuses it",)
+    _, problems = _list_input("body.input", value)
+    if problems:
+        return 0, problems
+    count = input_count(value)
+    if type(value) is list and type(value[0]) is not int:
+        if count > MAX_EMBEDDING_INPUTS_PER_REQUEST:
+            return 0, (f"body.input has {count:,} inputs, over the limit of {MAX_EMBEDDING_INPUTS_PER_REQUEST:,}",)
+        empty = "" if type(value[0]) is str else []
+        if empty in value:
+            what = "an empty string" if empty == "" else "an empty token list"
+            return 0, (f"body.input[{value.index(empty)}] is {what}; the embeddings endpoint refuses it",)
+    return count, ()
 
 
 def check_completions(body: CompletionBody, line: bytes, schemas: SchemaChecker) -> Inspection:

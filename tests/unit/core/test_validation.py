@@ -409,6 +409,25 @@ def test_embedding_input_empty_list(tmp_path: Path) -> None:
     assert only_error(report) == f"{path}:1: body.input is an empty list"
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("", "body.input is an empty string; the embeddings endpoint refuses it"),
+        (["a", "", "c"], "body.input[1] is an empty string; the embeddings endpoint refuses it"),
+        ([[1, 2], []], "body.input[1] is an empty token list; the embeddings endpoint refuses it"),
+        (["x"] * 2049, "body.input has 2,049 inputs, over the limit of 2,048"),
+    ],
+)
+def test_embedding_inputs_the_endpoint_refuses(tmp_path: Path, value: Any, problem: str) -> None:
+    path, report = check(tmp_path, [embedding("a", ["fine"]), embedding("b", value)])
+    assert only_error(report) == f"{path}:2: {problem}"
+
+
+def test_embedding_input_of_2048_strings_or_one_long_token_list_is_fine(tmp_path: Path) -> None:
+    _, report = check(tmp_path, [embedding("a", ["x"] * 2048), embedding("b", list(range(5000)))])
+    assert report.ok and report.files[0].embedding_inputs == 2049
+
+
 # --- per-file limits ----------------------------------------------------------------------------
 
 

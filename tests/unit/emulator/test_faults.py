@@ -117,3 +117,17 @@ def test_unknown_route_is_an_openai_shaped_404(server: EmulatorServer):
 
     assert response.status_code == 404
     assert response.json()["error"]["message"] == "Invalid URL (GET /v1/nothing-here)"
+
+
+@pytest.mark.parametrize("value", ["", ["a", ""], [[1], []], ["x"] * 2049])
+def test_embedding_inputs_the_endpoint_refuses_get_a_400_line(batches: Batches, value):
+    def embedding(custom_id: str, value) -> dict:
+        body = {"model": "text-embedding-3-small", "input": value}
+        return {"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings", "body": body}
+
+    batch = batches.run([embedding("good", "hello"), embedding("bad", value)], endpoint="/v1/embeddings")
+
+    (line,) = batches.lines(batch.error_file_id)
+    assert (line["custom_id"], line["response"]["status_code"]) == ("bad", 400)
+    assert line["response"]["body"]["error"]["param"] == "input"
+    assert batch.request_counts.model_dump() == {"total": 2, "completed": 1, "failed": 1}
