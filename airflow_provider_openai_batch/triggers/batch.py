@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from openai.types import Batch
 
 
-# A poll that changed nothing (status and counts) writes no progress line, up to this many in a
+# Each poll writes a progress line while the triggerer's board sweeps at most this many batches.
+# Above that, a poll that changed nothing (status and counts) writes none, up to this many in a
 # row: a thousand waits queued for hours would otherwise write a thousand identical lines a round,
 # and each costs the triggerer ~1.5 ms to ship to its task log.
+EVERY_POLL_UP_TO = 100
 QUIET_POLLS_PER_LINE = 10
 
 
@@ -117,7 +119,7 @@ class OpenAIBatchTrigger(BaseTrigger):
                 # Other 4xx (unknown batch, bad key, no permission) will not heal by waiting.
                 yield TriggerEvent(error_event(self.batch_id, f"HTTP {err.status_code}: {err.message}"))
                 return
-            if _news(last, batch) or quiet_polls >= QUIET_POLLS_PER_LINE:
+            if board.swept <= EVERY_POLL_UP_TO or _news(last, batch) or quiet_polls >= QUIET_POLLS_PER_LINE:
                 self.log.info(Progress.from_batch(batch).line(time.time()))
                 quiet_polls = 0
             else:

@@ -45,6 +45,7 @@ class StatusBoard:
         self.waiting: dict[str, list[asyncio.Future[Batch]]] = {}
         self.created_at: dict[str, float] = {}
         self.calls = 0  # API calls made, for tests and benchmarks
+        self.swept = 0  # batches read by the latest sweep: how crowded this triggerer is
         self._sweeper: asyncio.Task[None] | None = None
 
     async def next_status(self, batch_id: str, created_at: float) -> Batch:
@@ -77,6 +78,7 @@ class StatusBoard:
             asked = {batch_id: list(futures) for batch_id, futures in self.waiting.items() if futures}
             if not asked:
                 continue
+            self.swept = len(asked)
             try:
                 found = await self.read(set(asked))
             except Exception as err:  # every waiter gets the error: none may hang on a dead sweep

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.triggers import batch as batch_trigger
 from airflow_provider_openai_batch.triggers.batch import QUIET_POLLS_PER_LINE, OpenAIBatchTrigger
 from tests.conftest import TEST_API_KEY
 
@@ -122,9 +123,8 @@ async def test_triggers_on_one_loop_share_one_client_per_connection(openai_conn,
     assert await OpenAIBatchHook(no_retry_conn).get_shared_async_client() is not first
 
 
-async def test_polls_that_change_nothing_write_a_line_only_now_and_then(
-    batch_id, openai_conn, emulator, capsys, monkeypatch
-):
+async def quiet_wait(batch_id, openai_conn, emulator, capsys, monkeypatch) -> tuple[list, list[str]]:
+    """Wait a second on a batch that stays in progress; the polls made and the progress lines written."""
     client = await OpenAIBatchHook(openai_conn).get_shared_async_client()  # the one the trigger will use
     polls = []
     retrieve = client.batches.retrieve
@@ -140,7 +140,21 @@ async def test_polls_that_change_nothing_write_a_line_only_now_and_then(
         event = await first_event(trigger)
     finally:
         emulator.update_settings(in_progress_seconds=0.05)
-    progress = [line for line in capsys.readouterr().out.splitlines() if f"batch {batch_id}: in_progress" in line]
     assert event["status"] == "timeout"
     assert len(polls) > 2 * QUIET_POLLS_PER_LINE
+    return polls, [line for line in capsys.readouterr().out.splitlines() if f"batch {batch_id}: in_progress" in line]
+
+
+async def test_every_poll_writes_a_progress_line_even_when_nothing_changed(
+    batch_id, openai_conn, emulator, capsys, monkeypatch
+):
+    polls, progress = await quiet_wait(batch_id, openai_conn, emulator, capsys, monkeypatch)
+    assert len(progress) == len(polls)
+
+
+async def test_on_a_crowded_triggerer_polls_that_change_nothing_write_a_line_only_now_and_then(
+    batch_id, openai_conn, emulator, capsys, monkeypatch
+):
+    monkeypatch.setattr(batch_trigger, "EVERY_POLL_UP_TO", 0)  # as if the board swept more batches than that
+    polls, progress = await quiet_wait(batch_id, openai_conn, emulator, capsys, monkeypatch)
     assert 2 <= len(progress) <= len(polls) // QUIET_POLLS_PER_LINE + 1
