@@ -1,5 +1,9 @@
 """The HTTP surface: OpenAI's Files and Batches routes under ``/v1``, admin routes under ``/_emulator``.
 
+The same Files and Batches routes are served the way Azure OpenAI's clients call them, under
+``/openai`` with an ``api-version`` query parameter and the key in an ``api-key`` header, so a
+connection set up for Azure (``azure_endpoint`` pointing here) runs against the emulator too.
+
 Routes are plain ``def`` functions, so FastAPI runs them in its thread pool and the event loop
 never waits on disk or on the store's lock. Every error leaves as OpenAI's error object.
 """
@@ -42,23 +46,39 @@ def create_app(settings: EmulatorSettings | None = None, data_dir: str | Path | 
     app.state.emulator = runtime
     _install_error_handlers(app)
     app.add_middleware(_RequestIdMiddleware)
-    app.include_router(_files_router(runtime), prefix="/v1", dependencies=[Depends(_guard(runtime))])
-    app.include_router(_batches_router(runtime), prefix="/v1", dependencies=[Depends(_guard(runtime))])
+    for prefix, guard in (("/v1", _guard(runtime)), ("/openai", _guard(runtime, azure=True))):
+        app.include_router(_files_router(runtime), prefix=prefix, dependencies=[Depends(guard)])
+        app.include_router(_batches_router(runtime), prefix=prefix, dependencies=[Depends(guard)])
     app.include_router(_admin_router(runtime), prefix="/_emulator")
     return app
 
 
-def _guard(runtime: EmulatorRuntime) -> Any:
+def _guard(runtime: EmulatorRuntime, azure: bool = False) -> Any:
     """Check the API key, then maybe answer with an injected 429/500 instead of serving the call."""
 
     def guard(request: Request) -> None:
         settings = runtime.settings
-        _check_api_key(request.headers.get("authorization"), settings.api_key)
+        if azure:
+            _check_azure_request(request, settings.api_key)
+        else:
+            _check_api_key(request.headers.get("authorization"), settings.api_key)
         fault = runtime.faults.draw(settings)
         if fault is not None:
             raise fault
 
     return guard
+
+
+def _check_azure_request(request: Request, expected: str | None) -> None:
+    """Azure's way: an ``api-version`` on every call; the key in ``api-key`` (or an Entra bearer token)."""
+    if not request.query_params.get("api-version"):
+        raise EmulatorAPIError(404, "Resource not found", code="404")
+    key = request.headers.get("api-key")
+    if key is None:
+        _check_api_key(request.headers.get("authorization"), expected)
+    elif expected is not None and not secrets.compare_digest(key.encode(), expected.encode()):
+        message = "Access denied due to invalid subscription key or wrong API endpoint."
+        raise EmulatorAPIError(401, message, code="401")
 
 
 def _check_api_key(header: str | None, expected: str | None) -> None:
