@@ -82,6 +82,14 @@ def configured_conn_ids() -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+URL_PREFIX = "/openai-batches"  # where the plugin mounts this app in the Airflow api-server
+
+
+def ui_root(request: Request) -> str:
+    """The Airflow UI's root path: where this app is mounted, less its own prefix (Airflow may run under a sub-path)."""
+    return str(request.scope.get("root_path", "")).removesuffix(URL_PREFIX)
+
+
 def create_app(
     *,
     lister: BatchLister | None = None,
@@ -113,7 +121,7 @@ def create_app(
         page = PageContext(
             query.configured, query.selected_conn_id, query.flt.dag_id, query.flt.status, query.days, query.limit
         )
-        return HTMLResponse(render_batches_page(listing, page))
+        return HTMLResponse(render_batches_page(listing, page, ui_root(request)))
 
     @app.get("/api/batches")
     async def batches_json(request: Request) -> JSONResponse:
@@ -123,7 +131,7 @@ def create_app(
     @app.get("/task-instance", response_class=HTMLResponse)
     async def task_instance_page(request: Request) -> HTMLResponse:
         ti, rows, listing = await views.task_instance(request)
-        return HTMLResponse(render_task_instance(rows, listing, *ti))
+        return HTMLResponse(render_task_instance(rows, listing, *ti, ui_root=ui_root(request)))
 
     @app.get("/api/task-instance")
     async def task_instance_json(request: Request) -> JSONResponse:

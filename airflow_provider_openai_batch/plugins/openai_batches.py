@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from airflow.sdk.plugins_manager import AirflowPlugin
 
-from airflow_provider_openai_batch.plugins.app import create_app
-
-URL_PREFIX = "/openai-batches"
+from airflow_provider_openai_batch.plugins.app import URL_PREFIX, create_app
 
 NAV_VIEW = {
     "name": "OpenAI Batches",

@@ -46,11 +46,13 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_batches_page(listing: Listing, page: PageContext) -> str:
+def render_batches_page(listing: Listing, page: PageContext, ui_root: str = "") -> str:
+    """The page; ``ui_root`` is the Airflow UI's path prefix, for links into it."""
     return (
         _environment()
         .get_template("batches.html")
         .render(
+            ui_root=ui_root,
             listing=listing,
             groups=listing.groups(),
             page=page,
@@ -61,19 +63,26 @@ def render_batches_page(listing: Listing, page: PageContext) -> str:
 
 
 def render_task_instance(
-    rows: Sequence[BatchRow], listing: Listing, dag_id: str, run_id: str, task_id: str, map_index: int
+    rows: Sequence[BatchRow],
+    listing: Listing,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    map_index: int,
+    ui_root: str = "",
 ) -> str:
     return (
         _environment()
         .get_template("task_instance.html")
         .render(
+            ui_root=ui_root,
             rows=rows,
             listing=listing,
             dag_id=dag_id,
             run_id=run_id,
             task_id=task_id,
             map_index=map_index,
-            ti_url=task_instance_url(dag_id, run_id, task_id, map_index),
+            ti_url=ui_root + task_instance_url(dag_id, run_id, task_id, map_index),
         )
     )
 

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from openai import OpenAI
 
 from airflow_provider_openai_batch.emulator import EmulatorServer, EmulatorSettings
 from airflow_provider_openai_batch.plugins.airflow_records import ShardKey
-from airflow_provider_openai_batch.plugins.app import create_app
+from airflow_provider_openai_batch.plugins.app import URL_PREFIX, create_app
 from airflow_provider_openai_batch.plugins.batch_listing import BatchLister
 from tests.unit.emulator.helpers import FAST, Batches, chat_line
 
@@ -134,11 +135,17 @@ def make_client(
     conn_ids: list[str],
     access: AllowDags | None = None,
     records: RecordedAirflow | None = None,
+    root_path: str = "",
 ) -> TestClient:
+    """A client of the plugin app; with ``root_path``, of the app mounted as Airflow mounts it, behind that path."""
     app = create_app(
         lister=BatchLister(),
         records=records or RecordedAirflow(),  # type: ignore[arg-type]
         access=access or AllowDags(),
         conn_ids=lambda: conn_ids,
     )
+    if root_path:
+        server = FastAPI()
+        server.mount(URL_PREFIX, app)
+        return TestClient(server, raise_server_exceptions=False, root_path=root_path)
     return TestClient(app, raise_server_exceptions=False)

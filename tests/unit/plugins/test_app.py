@@ -254,3 +254,12 @@ def test_shard_estimates_are_read_from_the_build_steps_shard_list():
     ]
     assert estimates_from_shards(shards) == {("j", "0"): 0.25, ("j", "2"): 1.0}
     assert estimates_from_shards({"job_id": "j"}) == {}
+
+
+def test_links_into_the_airflow_ui_keep_its_sub_path(connections, seeded):
+    client = make_client([FAST, SLOW], root_path="/airflow")  # Airflow served under /airflow
+    page = client.get("/airflow/openai-batches/", params={"dag_id": "dag_a"}).text
+    assert 'href="/airflow/dags/dag_a/runs/run_1/tasks/submit/mapped/1" target="_top"' in page
+    params = {"dag_id": "dag_a", "run_id": "run_1", "task_id": "submit", "map_index": "1"}
+    ti_page = client.get("/airflow/openai-batches/task-instance", params=params).text
+    assert 'href="/airflow/dags/dag_a/runs/run_1/tasks/submit/mapped/1" target="_top"' in ti_page
