@@ -12,8 +12,10 @@ chunks, and a chunk's ids, renderings, encodings and joins run under ``map`` in 
 anything wrong (a missing key, a duplicate, a template Jinja must render) is redone record by
 record so the error names the record.
 
-Memory: ids are checked for duplicates as 64-bit hashes (about 70 bytes per record, whatever the
-id's length), like ``core.validation``; a false duplicate has odds n²/2⁶⁵ (4e-8 for 1.2M ids).
+Memory: ids are checked for repeats within a window of the last ~131k (``core.seen_ids``,
+as 64-bit hashes, without spilling), so memory does not grow with the job; a repeat of an id
+further back is caught by the validation of the written shards, which checks the whole job
+before anything is uploaded.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import msgspec
 
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.limits import ENDPOINTS, MAX_CUSTOM_ID_LENGTH
+from airflow_provider_openai_batch.core.seen_ids import SeenIds
 from airflow_provider_openai_batch.core.structured import response_format_params
 from airflow_provider_openai_batch.core.templating import TextTemplate, compile_tree
 from airflow_provider_openai_batch.core.tokens import (
@@ -297,7 +300,7 @@ class RequestBuilder:
         self._key = operator.itemgetter(key_field)
         self._layout = _Layout(template)
         self._templates = self._layout.templates
-        self._seen: set[int] = set()
+        self._seen = SeenIds(spill=False)
         self._tokens: _TokenPlan | None = None
         self.token_note = ""
         if token_estimate is not None:
@@ -321,7 +324,7 @@ class RequestBuilder:
 
     def forget_ids(self) -> None:
         """Drop the duplicate-tracking hashes once the job is built."""
-        self._seen = set()
+        self._seen.close()
 
     # --- one record at a time (also the path that names a bad record) -------------------------
 
@@ -340,9 +343,7 @@ class RequestBuilder:
                 f"record #{position}: key {custom_id[:40]!r}… is {len(custom_id)} characters; "
                 f"custom_id allows at most {MAX_CUSTOM_ID_LENGTH}"
             )
-        before = len(self._seen)
-        self._seen.add(hash(custom_id))
-        if len(self._seen) == before:
+        if not self._seen.add(custom_id, position):
             raise RecordError(f"record #{position}: duplicate key {self.key_field}={custom_id!r}")
         return custom_id
 
@@ -394,14 +395,14 @@ class RequestBuilder:
         ids = list(map(str, keys))
         if None in keys or "" in ids or max(map(len, ids)) > MAX_CUSTOM_ID_LENGTH:
             return None
-        hashes = set(map(hash, ids))
-        if len(hashes) != len(ids) or not self._seen.isdisjoint(hashes):
+        fresh = self._seen.fresh(ids)
+        if fresh is None:
             return None
         try:
             values = [template.render_many(batch) for template in self._templates]
         except Exception:  # redone record by record, where the error names the record
             return None
-        self._seen |= hashes
+        self._seen.record(ids, 0, fresh)
         return ids, values
 
     def _raise_unencodable(self, start: int, ids: list[str], values: list[list[str]]) -> NoReturn:

@@ -11,16 +11,16 @@ the endpoint's extra check and validation keeps pace with a bare decode loop. A 
 anything to report is redone line by line, and a line that fails is parsed again, generically,
 to say exactly what is wrong.
 
-Memory stays flat, except for the custom_ids seen, kept to catch duplicates across all shards of
-a job. They are kept as 64-bit hashes (Python's keyed SipHash of the string) in a ``set``: about
-70 bytes per id (a 32-byte int and its share of the table; measured 85 MB for 1.2M ids)
-whatever the id's length (up to 512 characters); the strings would take 40 to 560 bytes more.
-The price is a false "duplicate" with odds n²/2⁶⁵, about 4e-8 for 1.2M ids; a true duplicate is
-never missed. For the same reason the line of the first copy is not kept.
+Memory stays flat, the custom_ids seen included: a repeat within the last ~131k ids is
+caught on its line as it is read; every id also goes to a spill on local disk, read back one
+hash partition at a time by :meth:`Validator.report` to find repeats further apart
+(``core.seen_ids``). A true duplicate is never missed; within the window a false one has odds
+n²/2⁶⁵ (4e-8 for 1.2M ids), beyond it the ids themselves are compared.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import operator
 import os
@@ -48,6 +48,7 @@ from airflow_provider_openai_batch.core.limits import (
     MAX_EMBEDDING_INPUTS_PER_BATCH,
     MAX_REQUESTS_PER_FILE,
 )
+from airflow_provider_openai_batch.core.seen_ids import WINDOW, SeenIds
 
 Severity = Literal["error", "warning"]
 MAX_PROBLEMS: Final = 100
@@ -146,6 +147,13 @@ class ValidationReport:
             raise BatchInputError(self)
 
 
+_LINE_BITS = 40  # a line's position in the job: (file index << _LINE_BITS) + line number
+
+
+def _duplicate_message(custom_id: str) -> str:
+    return f"duplicate custom_id {custom_id!r}; custom_ids must be unique across the job"
+
+
 class _File:
     """Running counts and first-seen url and model of the file being read."""
 
@@ -157,14 +165,16 @@ class _File:
         "label",
         "model",
         "model_line",
+        "position",
         "requests",
         "rules",
         "url_line",
         "warnings",
     )
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, position: int = 0) -> None:
         self.label = label
+        self.position = position  # of its line 0 in the job: the file's index above _LINE_BITS
         self.requests = self.bytes = self.inputs = self.crlf_lines = 0
         self.errors = self.warnings = 0
         self.rules: EndpointRules | None = None
@@ -211,7 +221,9 @@ class Validator:
     """Checks one job's input files, keeping what must hold across them (unique custom_ids).
 
     Feed it every shard of a job (``validate_file`` / ``validate_lines``), then read
-    ``report()``. Limits default to the API's; pass smaller ones in tests.
+    ``report()``, once all are in. Limits default to the API's; pass smaller ones in tests.
+    ``id_window`` ids are held in memory to name a repeat as its line is read; repeats further
+    apart are found at ``report()``, from a spill on local disk.
     """
 
     def __init__(
@@ -221,6 +233,7 @@ class Validator:
         max_bytes: int = MAX_BYTES_PER_FILE,
         max_embedding_inputs: int = MAX_EMBEDDING_INPUTS_PER_BATCH,
         max_problems: int = MAX_PROBLEMS,
+        id_window: int = WINDOW,
     ) -> None:
         self.max_requests = max_requests
         self.max_bytes = max_bytes
@@ -229,7 +242,9 @@ class Validator:
         self._decoder = msgspec.json.Decoder(RequestLine)
         self._body_decoders = {url: rules.body_decoder() for url, rules in RULES_BY_URL.items()}
         self._schemas = SchemaChecker()
-        self._custom_ids: set[int] = set()  # hashes, see the module docstring
+        self._seen = SeenIds(id_window)  # see the module docstring
+        self._labels: list[str] = []  # of the files begun, for the positions of repeats found late
+        self._reported: ValidationReport | None = None
         self._problems: list[Problem] = []
         self._files: list[FileSummary] = []
         self._errors = self._warnings = 0
@@ -243,7 +258,10 @@ class Validator:
 
     def validate_lines(self, path_label: str, lines: Iterable[bytes]) -> FileSummary:
         """Check one file given as raw lines with their endings (any binary file object will do)."""
-        file = _File(path_label)
+        if self._reported is not None:
+            raise RuntimeError("this validator has reported; use a new one for more files")
+        file = _File(path_label, len(self._labels) << _LINE_BITS)
+        self._labels.append(path_label)
         iterator = iter(lines)
         first = next(iterator, None)
         if first is not None:
@@ -258,8 +276,23 @@ class Validator:
         return summary
 
     def report(self) -> ValidationReport:
-        """Everything found so far, over all files."""
-        return ValidationReport(tuple(self._problems), self._errors, self._warnings, tuple(self._files))
+        """Everything found, over all files: the end of this validator (repeats far apart are found here)."""
+        if self._reported is None:
+            self._report_late_repeats()
+            self._reported = ValidationReport(tuple(self._problems), self._errors, self._warnings, tuple(self._files))
+        return self._reported
+
+    def _report_late_repeats(self) -> None:
+        """Repeats of ids too far apart for the window, from the spill; each counts for its file."""
+        errors: dict[int, int] = {}
+        for repeat in self._seen.finish():
+            index, number = divmod(repeat.position, 1 << _LINE_BITS)
+            errors[index] = errors.get(index, 0) + 1
+            self._errors += 1
+            self._keep(Problem(self._labels[index], number, _duplicate_message(repeat.custom_id)))
+        for index, count in errors.items():
+            if index < len(self._files):  # a file whose reading failed has no summary
+                self._files[index] = dataclasses.replace(self._files[index], errors=self._files[index].errors + count)
 
     # --- the fast path: a chunk at a time, in C ----------------------------------------------
 
@@ -291,11 +324,10 @@ class Validator:
         model = models.pop()
         if models or not _agrees(file.rules, rules) or not _agrees(file.model, model):
             return False
-        hashes = set(map(hash, map(_CUSTOM_ID, batch)))
-        if len(hashes) != len(batch) or not self._custom_ids.isdisjoint(hashes):
+        if not self._seen.add_all(list(map(_CUSTOM_ID, batch)), file.position + start + 1):
             return False
         results = list(map(rules.check, bodies, chunk, itertools.repeat(self._schemas)))
-        self._commit_chunk(file, start, chunk, rules, model, hashes)
+        self._commit_chunk(file, start, chunk, rules, model)
         if results.count(CLEAN) != len(results):
             self._take_results(file, start, results)
         return True
@@ -307,7 +339,6 @@ class Validator:
         chunk: list[bytes],
         rules: EndpointRules,
         model: str,
-        hashes: set[int],
     ) -> None:
         file.requests += len(chunk)
         file.bytes += sum(map(len, chunk))
@@ -315,7 +346,6 @@ class Validator:
             file.rules, file.url_line = rules, start + 1
         if file.model is None:
             file.model, file.model_line = model, start + 1
-        self._custom_ids |= hashes
         crlf = sum(map(bytes.endswith, chunk, itertools.repeat(_CRLF)))
         if crlf and not file.crlf_lines:
             first = next(index for index, line in enumerate(chunk) if line.endswith(_CRLF))
@@ -389,13 +419,8 @@ class Validator:
         return file.model
 
     def _note_custom_id(self, file: _File, number: int, custom_id: str) -> None:
-        before = len(self._custom_ids)
-        self._custom_ids.add(hash(custom_id))
-        if len(self._custom_ids) == before:
-            self._duplicate(file, number, custom_id)
-
-    def _duplicate(self, file: _File, number: int, custom_id: str) -> None:
-        self._error(file, number, f"duplicate custom_id {custom_id!r}; custom_ids must be unique across the job")
+        if not self._seen.add(custom_id, file.position + number):
+            self._error(file, number, _duplicate_message(custom_id))
 
     # --- the slow path: say exactly why a line was rejected --------------------------------
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 
+from airflow_provider_openai_batch.core import requests as requests_module
+from airflow_provider_openai_batch.core import seen_ids
 from airflow_provider_openai_batch.core.building import (
     estimate_shards,
     local_reader,
@@ -14,6 +17,7 @@ from airflow_provider_openai_batch.core.building import (
 )
 from airflow_provider_openai_batch.core.costs import PriceTable
 from airflow_provider_openai_batch.core.requests import RequestBuilder, RequestTemplate
+from airflow_provider_openai_batch.core.seen_ids import SeenIds
 from airflow_provider_openai_batch.core.shards import ShardWriter
 from airflow_provider_openai_batch.core.validation import BatchInputError
 
@@ -88,3 +92,17 @@ def test_without_token_estimates_there_is_no_job_estimate(tmp_path):
     priced, job = estimate_shards(shards, builder, PriceTable.load())
     assert job.total is None and priced[0].cost_usd is None
     assert job.describe() == "no token estimate (token estimate off)"
+
+
+def test_a_repeated_key_further_back_than_the_builders_window_fails_validation_naming_the_line(tmp_path, monkeypatch):
+    # The builder holds a window of ids (here 100) so memory does not grow with the job; a key repeated
+    # 500 records later passes it, and the validation of the written shards finds it before any upload.
+    monkeypatch.setattr(requests_module, "SeenIds", functools.partial(SeenIds, 100, spill=False))
+    monkeypatch.setattr(seen_ids, "FLUSH_ROWS", 64)
+    records = [*RECORDS[:600], {"id": 3, "text": "again"}]
+    writer = ShardWriter(opener(tmp_path), "job", max_requests=400)
+    shards = write_requests(records, RequestBuilder(template(), "id"), writer)
+    report = validate_shards(shards, local_reader, id_window=100)
+    assert [str(p) for p in report.problems] == [
+        f"{shards[1].path}:201: duplicate custom_id '3'; custom_ids must be unique across the job"
+    ]

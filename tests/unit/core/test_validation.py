@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_openai_batch.core import seen_ids
 from airflow_provider_openai_batch.core.validation import ValidationReport, Validator, validate_paths
 
 CHAT = "/v1/chat/completions"
@@ -217,6 +218,29 @@ def test_duplicate_custom_id_across_two_files(tmp_path: Path) -> None:
     second = write(tmp_path, [line("c"), line("b")], "part-1.jsonl")
     report = validate_paths([first, second])
     assert only_error(report).startswith(f"{second}:2: duplicate custom_id 'b'")
+
+
+def test_duplicates_further_apart_than_the_id_window_are_found_at_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(seen_ids, "FLUSH_ROWS", 2)  # spill every two ids, as a big job does every 64k
+    first = write(tmp_path, [line(i) for i in ("a", "b", "c", "d", "b")], "part-0.jsonl")
+    second = write(tmp_path, [line(i) for i in ("e", "a", "f", "a")], "part-1.jsonl")
+    report = validate_paths([first, second], id_window=3)  # windows: a b c | d b e | a f a
+    message = "duplicate custom_id {!r}; custom_ids must be unique across the job"
+    caught, *late = report.format().splitlines()
+    assert caught == f"{second}:4: " + message.format("a")  # in its window, as the line was read
+    assert sorted(late) == sorted([f"{first}:5: " + message.format("b"), f"{second}:2: " + message.format("a")])
+    assert [f.errors for f in report.files] == [1, 2] and report.error_count == 3
+    assert not report.ok
+
+
+def test_a_validator_that_has_reported_takes_no_more_files(tmp_path: Path) -> None:
+    validator = Validator()
+    validator.validate_lines("a.jsonl", [line("a")])
+    assert validator.report().ok
+    with pytest.raises(RuntimeError, match="has reported"):
+        validator.validate_lines("b.jsonl", [line("a")])
 
 
 def test_duplicate_found_on_a_line_with_other_errors(tmp_path: Path) -> None:
