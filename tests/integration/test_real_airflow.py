@@ -9,7 +9,8 @@ one of those observations. LocalExecutor with ``parallelism=1``: one worker slot
 2. once two submits are deferred, run ``openai_batch_e2e_busy`` in the single worker slot;
 3. mark the cancel run's deferred submit failed;
 4. restart the triggerer while the batches are still in progress;
-5. let the batches finish and wait for the run to succeed.
+5. let the batches finish and wait for the run to succeed: its collect task reconciles the three
+   shards in two worker processes forked from the task's own process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import TEST_API_KEY
@@ -52,6 +54,7 @@ class Scenario:
     triggerer_jobs_after: set[int] = field(default_factory=set)
     main_state: str = ""
     final_states: dict[tuple[str, int], str | None] = field(default_factory=dict)
+    results: list[list[dict[str, Any]]] = field(default_factory=list)
     batches: list[dict[str, Any]] = field(default_factory=list)
     submit_logs: dict[int, list[str]] = field(default_factory=dict)
     log_text: str = ""
@@ -171,6 +174,7 @@ def play(cluster: AirflowCluster, emulator: EmulatorProcess, work: Path, scenari
         index: list(cluster.task_logs(MAIN, scenario.main_run, SUBMIT, index)) for index in range(SHARDS)
     }
     scenario.log_text = all_logs(cluster.home)
+    scenario.results = [pq.read_table(path).to_pylist() for path in (work / "results").glob("*/results.parquet")]
     return scenario
 
 
@@ -242,6 +246,14 @@ def test_killed_tasks_reattach_so_each_shard_has_exactly_one_batch(scenario):
     recorded, listed = scenario.submit_logs[0], scenario.submit_logs[1]
     assert len(recorded) == 2 and "recorded in the task state" in recorded[1], recorded[-1][-4000:]
     assert len(listed) == 2 and "created earlier for this shard" in listed[1], listed[-1][-4000:]
+
+
+def test_results_are_reconciled_in_worker_processes_forked_from_a_real_task(scenario):
+    assert scenario.final_states[("collect_results", -1)] == "success", scenario.final_states
+    (rows,) = scenario.results
+    assert len(rows) == 30 and {row["status"] for row in rows} == {"succeeded"}
+    assert sorted(row["custom_id"] for row in rows) == [f"r{i:03d}" for i in range(30)]
+    assert {row["shard"] for row in rows} == {0, 1, 2}
 
 
 def test_the_api_key_reaches_no_log(scenario):

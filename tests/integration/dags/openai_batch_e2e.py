@@ -1,6 +1,7 @@
 """DAGs the end-to-end test runs on real Airflow components (tests/integration/test_real_airflow.py).
 
-openai_batch_e2e         build 3 shards -> submit (mapped, in a pool that counts deferred tasks).
+openai_batch_e2e         build 3 shards -> submit (mapped, in a pool that counts deferred tasks) ->
+                         collect (reconciled in two worker processes forked from the task's process).
                          The first try of shard 0 is killed right after its batch id is recorded in
                          the task state store, that of shard 1 right after its batch was created and
                          before anything was recorded: the retries must re-attach, not create again.
@@ -22,6 +23,7 @@ from typing import Any, cast
 from airflow.sdk import DAG, task
 
 from airflow_provider_openai_batch.operators.build import OpenAIBatchBuildOperator
+from airflow_provider_openai_batch.operators.results import OpenAIBatchResultsOperator
 from airflow_provider_openai_batch.operators.submit import OpenAIBatchSubmitOperator
 
 WORK_DIR = os.environ.get("OPENAI_BATCH_E2E_WORK_DIR", "/tmp/openai-batch-e2e")
@@ -76,7 +78,7 @@ class KilledOnceSubmitOperator(OpenAIBatchSubmitOperator):
 
 with DAG(dag_id="openai_batch_e2e", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
     shards = build(count=30, per_shard=10)
-    KilledOnceSubmitOperator.partial(
+    submit = KilledOnceSubmitOperator.partial(
         task_id="submit_batch",
         poll_interval=1,
         pool=POOL,
@@ -85,6 +87,13 @@ with DAG(dag_id="openai_batch_e2e", schedule=None, start_date=datetime(2026, 1, 
         priority_weight=10,
         weight_rule="absolute",
     ).expand(shard=shards.output)
+    OpenAIBatchResultsOperator(
+        task_id="collect_results",
+        batches=submit.output,
+        destination=f"{WORK_DIR}/results",
+        poll_interval=1,
+        reconcile_processes=2,
+    )
 
 
 with DAG(
