@@ -183,15 +183,16 @@ class ReconcilePool(ProcessPoolExecutor):
 @contextmanager
 def reconcile_pool(processes: int) -> Iterator[ReconcilePool | None]:
     """
-    Worker processes for :func:`collect_attempt`; ``None`` (reconcile in this process) for 1.
+    Worker processes for :func:`collect_attempt`; ``None`` (reconcile in this process) for 1, or
+    where this process may not have children.
 
     Open it before any thread of your own (such as a stage writer) starts: on Linux the workers
     are forked — no re-import of the host program (an Airflow task's is the whole of Airflow),
     which would cost more than the reconciliation it parallelises — and they are all started
     here, while this process is still single-threaded. Elsewhere they are spawned.
     """
-    if processes <= 1:
-        yield None
+    if processes <= 1 or multiprocessing.current_process().daemon:
+        yield None  # a daemonic process (a Celery prefork child, say) may not start children
         return
     pool = ReconcilePool(processes)
     try:

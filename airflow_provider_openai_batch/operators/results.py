@@ -173,6 +173,12 @@ class OpenAIBatchResultsOperator(BaseOperator):
             atomic_open(_stage(job_dir, attempt)) as handle,
             batch_writer(handle) as writer,
         ):
+            if pool is None and processes > 1:
+                self.log.warning(
+                    "reconcile_processes=%d: this task's process may not start worker processes (it is "
+                    "daemonic); reconciling in it instead",
+                    self.reconcile_processes,
+                )
             make_run = self._run if pool is None else partial(self._local_run, local=Path(local))
             report = collect_attempt(
                 (make_run(hook, state["job_id"], item, attempt) for item in state["items"]),

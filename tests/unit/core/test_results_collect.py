@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -157,3 +158,9 @@ def test_a_failing_shard_in_a_worker_fails_the_attempt_and_leaves_no_spool(tmp_p
         with pytest.raises(ReconcileError, match="appears twice"):
             collect_attempt(runs, 1, stage, pool=pool)
     assert list(spools.iterdir()) == []
+
+
+def test_a_daemonic_process_reconciles_in_itself_instead_of_starting_workers(monkeypatch):
+    monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
+    with reconcile_pool(4) as pool:
+        assert pool is None
