@@ -111,7 +111,11 @@ class OpenAIBatchBuildOperator(BaseOperator):
             raise ValueError("give exactly one source: records= (a list or a file) or sql= with sql_conn_id=")
         if sql is not None and not sql_conn_id:
             raise ValueError("sql= needs sql_conn_id=, the common-sql connection to run it on")
-        self.records = records
+        # Records written in the DAG file are data, not templates: kept out of Airflow's Jinja (a
+        # review that says "{{" would be rendered, or fail) and out of the rendered fields. A string
+        # (a path, URI or Jinja expression) or an upstream task's output stays templated.
+        self.literal_records = records if isinstance(records, list | tuple) else None
+        self.records = None if self.literal_records is not None else records
         self.records_format = records_format
         self.sql = sql
         self.sql_conn_id = sql_conn_id
@@ -206,6 +210,8 @@ class OpenAIBatchBuildOperator(BaseOperator):
         if self.sql is not None:
             assert self.sql_conn_id is not None
             return sql_records(self.sql_conn_id, self.sql, self.sql_parameters)
+        if self.literal_records is not None:
+            return iter(self.literal_records)
         if isinstance(self.records, str | ObjectStoragePath):
             return file_records(self.records, self.records_format)
         if self.records is None or isinstance(self.records, Mapping):

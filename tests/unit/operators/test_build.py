@@ -51,6 +51,19 @@ def test_build_writes_shards_and_manifest_and_returns_mappable_shard_list(tmp_pa
     assert [s.sha256 for s in manifest.shards] == [s["sha256"] for s in shards]
 
 
+def test_records_written_in_the_dag_are_data_not_templates(tmp_path):
+    records = [{"id": "r1", "text": "the {{ ds }} placeholder in my template broke"}]
+    op = OpenAIBatchBuildOperator(
+        task_id="build", records=records, key_field="id", endpoint="/v1/chat/completions",
+        model="gpt-4o-mini", messages=MESSAGES, work_dir=str(tmp_path), job_id="job",
+    )  # fmt: skip
+    ctx = context()
+    op.render_template_fields({**ctx, "ds": "2026-01-01"})
+    (shard,) = op.execute(ctx)
+    line = json.loads(local(shard["path"]).read_bytes())
+    assert line["body"]["messages"][0]["content"] == "Sentiment of: the {{ ds }} placeholder in my template broke"
+
+
 def test_build_reads_a_jsonl_file_of_records(tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join(json.dumps({"id": i, "text": "t"}) for i in range(3)) + "\n")
