@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: venv chromium test lint demo clean
+.PHONY: venv chromium test lint demo bench clean
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -34,6 +34,11 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The benchmark suite (not part of test): SIZE=small for 120k requests only.
+SIZE ?= full
+bench: venv
+	$(VENV)/bin/python benchmarks/suite.py --size $(SIZE)
 
 demo: venv
 	$(VENV)/bin/python scripts/demo.py --dag $(DAG)

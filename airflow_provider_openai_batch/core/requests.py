@@ -12,7 +12,7 @@ chunks, and a chunk's ids, renderings, encodings and joins run under ``map`` in 
 anything wrong (a missing key, a duplicate, a template Jinja must render) is redone record by
 record so the error names the record.
 
-Memory: ids are checked for repeats within a window of the last ~131k (``core.seen_ids``,
+Memory: ids are checked for repeats within a window of the last ~65k (``core.seen_ids``,
 as 64-bit hashes, without spilling), so memory does not grow with the job; a repeat of an id
 further back is caught by the validation of the written shards, which checks the whole job
 before anything is uploaded.

@@ -60,7 +60,10 @@ from airflow_provider_openai_batch.core.results import (
 )
 
 SCHEMA_VERSION = "1"
-BATCH_ROWS = 65_536
+BATCH_ROWS = 65_536  # rows per batch read back from a results file
+# Rows per reconciled batch (a row group of the attempt's stage): small enough that a few in flight
+# stay a few MB and memory levels off within the first shard.
+RECONCILE_ROWS = 16_384
 
 # Parquet has no second-precision timestamps: rows carry epoch seconds, columns hold milliseconds.
 _UTC_SECONDS = pa.timestamp("s", tz="UTC")
@@ -106,7 +109,7 @@ _PARSED = VALUE_FIELDS.index("parsed")
 
 
 def reconciled_batches(
-    reconciler: Reconciler, *line_sources: Iterable[bytes], size: int = BATCH_ROWS
+    reconciler: Reconciler, *line_sources: Iterable[bytes], size: int = RECONCILE_ROWS
 ) -> Iterator[pa.RecordBatch]:
     """Reconcile lines straight into record batches of at most ``size`` rows, as they stream in."""
     pending: list[list[Any]] = [[] for _ in VALUE_FIELDS]

@@ -4,11 +4,11 @@ A job may hold tens of millions of ids; a set of them all (as 64-bit hashes, ~70
 would grow with it. So the set holds a *window* of at most ``window`` ids: a repeat inside the
 window is caught at once, where the caller can name the record or line. When the window fills it
 is emptied and a new *generation* starts. Every id recorded is also spilled — hash, position, id
-and generation, 64k at a time — to local Arrow IPC files partitioned by hash, and
+and generation, 16k at a time — to local Arrow IPC files partitioned by hash, and
 :meth:`SeenIds.finish` reads them back one partition at a time to find the repeats the window
-could not see (copies in different generations). Memory is the window, the 64k buffer and one
+could not see (copies in different generations). Memory is the window, the 16k buffer and one
 partition; disk is ~(20 + id length) bytes per id. A job that never fills its window never
-reads the spill, and one under 64k ids never writes it.
+reads the spill, and one under 16k ids never writes it.
 
 Hashes are Python's keyed SipHash of the string: within the window two different ids that
 collide (odds n²/2⁶⁵, 4e-8 for 1.2M ids) count as a repeat; across windows the ids themselves are
@@ -28,8 +28,8 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-WINDOW: Final = 1 << 17
-FLUSH_ROWS: Final = 1 << 16
+WINDOW: Final = 1 << 16
+FLUSH_ROWS: Final = 1 << 14
 PARTITIONS: Final = 64
 
 _SCHEMA = pa.schema([("hash", pa.int64()), ("position", pa.int64()), ("id", pa.string()), ("generation", pa.int32())])

@@ -11,7 +11,7 @@ the endpoint's extra check and validation keeps pace with a bare decode loop. A 
 anything to report is redone line by line, and a line that fails is parsed again, generically,
 to say exactly what is wrong.
 
-Memory stays flat, the custom_ids seen included: a repeat within the last ~131k ids is
+Memory stays flat, the custom_ids seen included: a repeat within the last ~65k ids is
 caught on its line as it is read; every id also goes to a spill on local disk, read back one
 hash partition at a time by :meth:`Validator.report` to find repeats further apart
 (``core.seen_ids``). A true duplicate is never missed; within the window a false one has odds

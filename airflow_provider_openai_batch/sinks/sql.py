@@ -127,17 +127,31 @@ def _copy(cursor: Any, table: ResultsTable, batches: Iterable[pa.RecordBatch]) -
     rows = 0
     if hasattr(cursor, "copy"):
         # psycopg 3: a writer thread sends while this one turns the next batch into CSV.
-        from psycopg.copy import QueuedLibpqWriter
-
-        with cursor.copy(sql, writer=QueuedLibpqWriter(cursor)) as copy:
+        with cursor.copy(sql, writer=_bounded_writer(cursor)) as copy:
             for batch in batches:
-                copy.write(_postgres_csv(batch))
+                for start in range(0, batch.num_rows, COPY_ROWS):  # CSV a few MiB at a time
+                    copy.write(_postgres_csv(batch.slice(start, COPY_ROWS)))
                 rows += batch.num_rows
         return rows
     for batch in batches:
         cursor.copy_expert(sql, io.BytesIO(_postgres_csv(batch)))
         rows += batch.num_rows
     return rows
+
+
+COPY_QUEUE_CHUNKS = 64  # psycopg queues 128 KiB chunks: at most 8 MiB waiting to be sent
+COPY_ROWS = 8_192  # rows turned into CSV at once
+
+
+def _bounded_writer(cursor: Any) -> Any:
+    """psycopg's queued COPY writer with a short queue: its own holds 1,024 chunks (128 MiB)."""
+    from queue import Queue
+
+    from psycopg.copy import QueuedLibpqWriter
+
+    writer = QueuedLibpqWriter(cursor)
+    writer._queue = Queue(maxsize=COPY_QUEUE_CHUNKS)  # type: ignore[assignment]  # the same queue, shorter
+    return writer
 
 
 def _postgres_csv(batch: pa.RecordBatch) -> bytes:

@@ -22,7 +22,7 @@ def test_a_repeat_inside_the_window_is_refused_at_once_and_not_recorded(tmp_path
     assert seen.add_all(["c", "d", "e"], 9)
     assert not seen.add("d", 12)
     assert list(seen.finish()) == []
-    assert list(tmp_path.iterdir()) == []  # under 64k ids: nothing was spilled
+    assert list(tmp_path.iterdir()) == []  # under 16k ids: nothing was spilled
 
 
 def test_repeats_across_windows_are_found_at_the_end_once_each(tmp_path, small_flush):
