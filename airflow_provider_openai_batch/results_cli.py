@@ -46,6 +46,7 @@ def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
 def run_reconcile(args: argparse.Namespace) -> int:
     from airflow_provider_openai_batch.core.collect import ShardRun, collect_attempt
     from airflow_provider_openai_batch.core.costs import PriceTable
+    from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
     from airflow_provider_openai_batch.core.result_table import batch_writer, format_of
     from airflow_provider_openai_batch.core.results import BatchOutcome
 
@@ -70,7 +71,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         requests=lambda: _lines(args.requests),
         results=lambda: [_lines(p) for p in (args.output, args.errors) if p is not None],
     )
-    with _atomic_local(args.dest) as handle, batch_writer(handle, fmt) as writer:
+    with pool_that_returns_memory(), _atomic_local(args.dest) as handle, batch_writer(handle, fmt) as writer:
         report = collect_attempt([run], 1, writer, prices=PriceTable.load(args.prices))
     counts = report.counts.to_dict()
     print(" ".join(f"{key}={counts[key]}" for key in RESULT_COUNT_KEYS))

@@ -41,6 +41,7 @@ from airflow_provider_openai_batch.core.collect import (  # noqa: E402
     reconcile_pool,
 )
 from airflow_provider_openai_batch.core.costs import PriceTable  # noqa: E402
+from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory  # noqa: E402
 from airflow_provider_openai_batch.core.result_table import batch_writer, read_parquet  # noqa: E402
 from airflow_provider_openai_batch.core.results import BatchOutcome  # noqa: E402
 from airflow_provider_openai_batch.emulator.answers import answer  # noqa: E402
@@ -185,7 +186,12 @@ def reconcile_to_parquet(files: list[dict[str, Path]], target: Path, processes: 
         )
 
     runs = (run(i, f) for i, f in enumerate(files))
-    with reconcile_pool(processes) as pool, target.open("wb") as handle, batch_writer(handle) as writer:
+    with (  # as the results operator does
+        pool_that_returns_memory(),
+        reconcile_pool(processes) as pool,
+        target.open("wb") as handle,
+        batch_writer(handle) as writer,
+    ):
         report = collect_attempt(runs, 1, writer, prices=prices, pool=pool)
     return report.staged_rows
 
@@ -254,8 +260,9 @@ def postgres_load(parquet: Path, repeat: int) -> dict[str, float] | None:
                 copy.write(chunk)
 
     def sink_load() -> None:
-        with parquet.open("rb") as handle:
-            SqlSink("bench_results_pg", table.table).write("bench", read_parquet(handle))
+        sink = SqlSink("bench_results_pg", table.table)
+        with pool_that_returns_memory(), parquet.open("rb") as handle:  # as the results operator
+            sink.write("bench", read_parquet(handle, sink.read_rows))
 
     best = {"copy": [float("inf")] * 2, "sink": [float("inf")] * 2}
     for _ in range(repeat):  # each load into an empty table: the first delivery of a job

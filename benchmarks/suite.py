@@ -248,12 +248,14 @@ def postgres_naive(n: int, work: Path) -> None:
 
 
 def postgres_ours(n: int, work: Path) -> None:
+    from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
     from airflow_provider_openai_batch.core.result_table import read_parquet
     from airflow_provider_openai_batch.sinks.sql import SqlSink
 
     os.environ["AIRFLOW_CONN_BENCH_SUITE_PG"] = POSTGRES_URL
-    with (work / "rows.parquet").open("rb") as handle:
-        SqlSink("bench_suite_pg", _pg_tables()[0].table).write("bench", read_parquet(handle))
+    sink = SqlSink("bench_suite_pg", _pg_tables()[0].table)
+    with pool_that_returns_memory(), (work / "rows.parquet").open("rb") as handle:  # as the results operator
+        sink.write("bench", read_parquet(handle, sink.read_rows))
 
 
 def _hook(base_url: str) -> Any:
@@ -329,6 +331,9 @@ def child(work_name: str, n: int, work: Path) -> None:
     extra = WORK[work_name](n, work) or {}
     seconds = extra.pop("seconds", time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker process
+    if workers:
+        extra["worker_peak_rss_mb"] = workers
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, **extra}))
 
 
@@ -348,7 +353,8 @@ def measure(work_name: str, n: int, work: Path, env: dict[str, str] | None = Non
             raise RuntimeError(f"{work_name} at {n:,} failed:\n{done.stderr[-3000:]}")
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     best = min(runs, key=lambda run: run["seconds"])
-    return {**best, "peak_rss_mb": max(run["peak_rss_mb"] for run in runs)}
+    peaks = [key for key in ("peak_rss_mb", "worker_peak_rss_mb") if key in best]
+    return {**best, **{key: max(run[key] for run in runs) for key in peaks}}
 
 
 def stage_row(stage: str, n: int, ours: dict, floor: dict | None, naive: dict | None, **extra: Any) -> dict:
@@ -363,6 +369,7 @@ def stage_row(stage: str, n: int, ours: dict, floor: dict | None, naive: dict | 
         "peak_rss_mb": round(ours["peak_rss_mb"], 1),
         "floor_peak_rss_mb": round(floor["peak_rss_mb"], 1) if floor else None,
         "naive_peak_rss_mb": round(naive["peak_rss_mb"], 1) if naive else None,
+        **({"worker_peak_rss_mb": round(ours["worker_peak_rss_mb"], 1)} if "worker_peak_rss_mb" in ours else {}),
         **extra,
     }
     target = TARGETS.get(stage.removesuffix("_1_process"))
@@ -485,13 +492,15 @@ def run_triggerer(small: bool) -> dict:
 
 
 def flatness(rows: list[dict], sizes: list[int]) -> list[dict]:
-    """Peak RSS at the largest size against the smallest, per stage."""
+    """Peak RSS at the largest size against the smallest, per stage (and per stage's worker processes)."""
     if len(sizes) < 2:
         return []
     found = []
     by_stage: dict[str, dict[int, float]] = {}
     for row in rows:
         by_stage.setdefault(row["stage"], {})[row["records"]] = row["peak_rss_mb"]
+        if "worker_peak_rss_mb" in row:
+            by_stage.setdefault(f"{row['stage']} workers", {})[row["records"]] = row["worker_peak_rss_mb"]
     for stage, rss in by_stage.items():
         if sizes[0] in rss and sizes[-1] in rss:
             ratio = rss[sizes[-1]] / rss[sizes[0]]

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_openai_batch.core.costs import PriceTable
+from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
 from airflow_provider_openai_batch.core.result_lines import read_lines
 from airflow_provider_openai_batch.core.result_table import RESULT_SCHEMA, reconciled_batches
 from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, Reconciler
@@ -245,7 +246,11 @@ def _reconcile_to_spool(
     run: ShardRun, attempt: int, last: bool, policy: RetryPolicy, prices: PriceTable | None, spool: str
 ) -> _Reconciled:
     """In a worker process: reconcile one run into an Arrow IPC stream file."""
-    with pa.OSFile(spool, "wb") as sink, pa.ipc.new_stream(sink, RESULT_SCHEMA) as writer:
+    with (
+        pool_that_returns_memory(),  # a spawned worker starts with pyarrow's default
+        pa.OSFile(spool, "wb") as sink,
+        pa.ipc.new_stream(sink, RESULT_SCHEMA) as writer,
+    ):
         reconciled = _reconcile(run, attempt, last, policy, prices, writer.write_batch)
     reconciled.spool = spool
     return reconciled

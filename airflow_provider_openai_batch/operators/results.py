@@ -25,6 +25,7 @@ from airflow_provider_openai_batch.core.collect import (
 )
 from airflow_provider_openai_batch.core.costs import PriceTable
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
+from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.result_table import TableCounts, batch_writer, read_parquet
 from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, ReconcileError
@@ -138,7 +139,8 @@ class OpenAIBatchResultsOperator(BaseOperator):
             "batch_ids": [b["batch"]["id"] for b in submitted],
             "anomalies": ReconcileCounts().to_dict(),
         }
-        return self._collect(context, state)
+        with pool_that_returns_memory():
+            return self._collect(context, state)
 
     def resume(self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None):
         """Back from the trigger with one retry batch ended: wait for the others, then collect."""
@@ -152,7 +154,8 @@ class OpenAIBatchResultsOperator(BaseOperator):
         for item in state["items"]:
             if item["batch"]["id"] == event["batch_id"]:
                 item["batch"] = event["batch"]
-        return self._wait(context, state)
+        with pool_that_returns_memory():
+            return self._wait(context, state)
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -328,7 +331,7 @@ class OpenAIBatchResultsOperator(BaseOperator):
         counts = TableCounts()
         delivered = []
         for position, sink in enumerate(sinks):
-            batches = _read_stages(stages)
+            batches = _read_stages(stages, sink.read_rows)
             delivered.append(sink.write(job_id, counts.counted(batches) if position == 0 else batches))
         summary = {
             "job_id": job_id,
@@ -392,10 +395,10 @@ def _stage(job_dir: ObjectStoragePath, attempt: int) -> ObjectStoragePath:
     return job_dir / "collect" / f"attempt-{attempt}.parquet"
 
 
-def _read_stages(stages: Sequence[ObjectStoragePath]) -> Iterator[Any]:
+def _read_stages(stages: Sequence[ObjectStoragePath], rows: int) -> Iterator[Any]:
     for stage in stages:
         with stage.open("rb") as handle:
-            yield from read_parquet(handle)
+            yield from read_parquet(handle, rows)
 
 
 def _where(delivered: Mapping[str, Any]) -> str:

@@ -9,6 +9,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from airflow_provider_openai_batch.core.result_table import BATCH_ROWS
+
 
 class ResultSink(ABC):
     """
@@ -18,6 +20,10 @@ class ResultSink(ABC):
     backfill) leaves exactly one row per (job, custom_id), never the old rows beside the new ones,
     and a failed write leaves the previous content in place.
     """
+
+    #: Rows per batch given to ``write``: a file sink writes each as a row group, so large ones; a
+    #: sink that re-encodes every row (a database's COPY) may ask for fewer, for less memory.
+    read_rows: int = BATCH_ROWS
 
     @abstractmethod
     def write(self, job_id: str, batches: Iterable[pa.RecordBatch]) -> dict[str, Any]:

@@ -10,15 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
+from airflow_provider_openai_batch.core.memory_pool import CHOICE_VARIABLE, returning_pool
 from airflow_provider_openai_batch.core.shards import ShardWriter
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.operators.results import OpenAIBatchResultsOperator
 from airflow_provider_openai_batch.operators.submission import submit_shard
+from airflow_provider_openai_batch.sinks.base import ResultSink
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.triggers.events import batch_summary
 from tests.conftest import TEST_API_KEY
@@ -239,3 +242,35 @@ def test_nowhere_to_write_is_refused_when_the_dag_is_parsed():
         OpenAIBatchResultsOperator(task_id="collect", batches=[])
     with pytest.raises(ValueError, match="needs a table"):
         OpenAIBatchResultsOperator(task_id="collect", batches=[], sql_conn_id="db")
+
+
+class RecordingSink(ResultSink):
+    """A sink that asks for small batches and notes what it was given and which Arrow pool was active."""
+
+    read_rows = 2
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.pools: set[str] = set()
+
+    def write(self, job_id: str, batches: Any) -> dict[str, Any]:
+        for batch in batches:
+            self.sizes.append(batch.num_rows)
+            self.pools.add(pa.default_memory_pool().backend_name)
+        return {"kind": "recording", "rows": sum(self.sizes)}
+
+    def lineage(self, job_id: str) -> tuple[str, str]:
+        return "memory", job_id
+
+
+def test_each_sink_is_given_batches_of_its_own_size_from_a_pool_that_returns_memory(openai_conn, tmp_path, monkeypatch):
+    monkeypatch.delenv(CHOICE_VARIABLE, raising=False)
+    before = pa.default_memory_pool().backend_name
+    sink = RecordingSink()
+    op = collect(submitted_job(tmp_path, [3, 2]), tmp_path / "results", sinks=[sink])
+    summary, _ = run_to_completion(op, {"ti": RecordingTI()})
+    assert summary["destinations"][1] == {"kind": "recording", "rows": 5}
+    assert sink.sizes == [2, 2, 1]
+    assert sink.pools == {returning_pool().backend_name}
+    assert pa.default_memory_pool().backend_name == before  # put back when the task is done
+    assert read_rows(tmp_path / "results").keys() == {f"r{i:03d}" for i in range(5)}  # the file sink: all rows
