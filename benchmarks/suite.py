@@ -4,7 +4,8 @@
     make bench SIZE=small      # 120k only, and a shorter trigger run
 
 Each measurement runs in a fresh child process, so its peak RSS is its own; ours and the floors are
-the best of three runs, the naive way one run. Per stage:
+the best of three runs taken in turns (a slow spell of a shared machine hits both), the naive way
+one run. Per stage:
 
 - ours: what the provider runs (the build, validation, reconciliation to Parquet with two worker
   processes and with one, the SQL sink's load into PostgreSQL, the hook's upload and download);
@@ -340,21 +341,16 @@ def child(work_name: str, n: int, work: Path) -> None:
 # -- the run, parent side -------------------------------------------------------------------------
 
 
-REPEAT = 3  # ours and the floors: the best of three fresh runs (a shared machine is noisy); naive: one
+REPEAT = 3  # ours and the floors: the best of three fresh runs, taken in turns (a shared machine is noisy); naive: one
 
 
-def measure(work_name: str, n: int, work: Path, env: dict[str, str] | None = None, repeat: int = 1) -> dict[str, Any]:
-    """The work in fresh child processes: the fastest of ``repeat`` runs, with the highest peak RSS."""
-    runs = []
-    for _ in range(repeat):
-        command = [sys.executable, __file__, "--child", work_name, "--records", str(n), "--dir", str(work)]
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
-        if done.returncode != 0:
-            raise RuntimeError(f"{work_name} at {n:,} failed:\n{done.stderr[-3000:]}")
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    best = min(runs, key=lambda run: run["seconds"])
-    peaks = [key for key in ("peak_rss_mb", "worker_peak_rss_mb") if key in best]
-    return {**best, **{key: max(run[key] for run in runs) for key in peaks}}
+def measure(work_name: str, n: int, work: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One run of the work in a fresh child process: its seconds and peak RSS."""
+    command = [sys.executable, __file__, "--child", work_name, "--records", str(n), "--dir", str(work)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if done.returncode != 0:
+        raise RuntimeError(f"{work_name} at {n:,} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def stage_row(stage: str, n: int, ours: dict, floor: dict | None, naive: dict | None, **extra: Any) -> dict:
@@ -395,15 +391,14 @@ def run_size(n: int, root: Path, pg: bool) -> list[dict]:
     work = root / f"n{n}"
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    floor, naive = measure("build_floor", n, work, repeat=REPEAT), measure("build_naive", n, work)
-    rows.append(stage_row("build", n, measure("build_ours", n, work, repeat=REPEAT), floor, naive))
-    floor, naive = measure("validate_floor", n, work, repeat=REPEAT), measure("validate_naive", n, work)
-    rows.append(stage_row("validate", n, measure("validate_ours", n, work, repeat=REPEAT), floor, naive))
+    floor, ours = alternating(["build_floor", "build_ours"], n, work)
+    rows.append(stage_row("build", n, ours, floor, measure("build_naive", n, work)))
+    floor, ours = alternating(["validate_floor", "validate_ours"], n, work)
+    rows.append(stage_row("validate", n, ours, floor, measure("validate_naive", n, work)))
     bench_results.generate(n)  # the batch's answers, in the emulator's format (not timed)
-    floor, naive = measure("reconcile_floor", n, work, repeat=REPEAT), measure("reconcile_naive", n, work)
-    ours = measure("reconcile_ours", n, work, repeat=REPEAT)
+    floor, ours, one = alternating(["reconcile_floor", "reconcile_ours", "reconcile_ours_one_process"], n, work)
+    naive = measure("reconcile_naive", n, work)
     rows.append(stage_row("reconcile_parquet", n, ours, floor, naive, processes=2))
-    one = measure("reconcile_ours_one_process", n, work, repeat=REPEAT)
     rows.append(stage_row("reconcile_parquet_1_process", n, one, floor, naive, processes=1))
     if pg:
         measure("postgres_prepare", n, work)
@@ -419,11 +414,22 @@ def run_size(n: int, root: Path, pg: bool) -> list[dict]:
     return rows
 
 
+def alternating(names: list[str], n: int, work: Path, repeat: int = REPEAT) -> list[dict]:
+    """Each piece of work ``repeat`` times in turns, so a slow spell of a shared machine hits all alike."""
+    best: dict[str, dict] = {}
+    for _ in range(repeat):
+        for name in names:
+            best[name] = _best(best.get(name), measure(name, n, work))
+    return [best[name] for name in names]
+
+
 def _best(kept: dict | None, new: dict) -> dict:
+    """The faster run, with the higher peak RSS of the two."""
     if kept is None:
         return new
     fastest = kept if kept["seconds"] <= new["seconds"] else new
-    return {**fastest, "peak_rss_mb": max(kept["peak_rss_mb"], new["peak_rss_mb"])}
+    peaks = [key for key in ("peak_rss_mb", "worker_peak_rss_mb") if key in fastest]
+    return {**fastest, **{key: max(kept[key], new[key]) for key in peaks}}
 
 
 def run_transfer(root: Path) -> list[dict]:

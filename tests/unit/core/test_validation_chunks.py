@@ -98,3 +98,28 @@ def test_a_long_clean_file_stays_on_the_fast_path(monkeypatch: pytest.MonkeyPatc
         "big.jsonl:701: duplicate custom_id 'r5'; custom_ids must be unique across the job"
     ]
     assert calls == [640]  # only the chunk holding line 701 went line by line
+
+
+def test_a_chunk_skips_the_extra_check_only_when_no_body_sets_what_it_looks_at():
+    from airflow_provider_openai_batch.core.bodies.endpoints import RULES_BY_URL
+
+    chat, embeddings = RULES_BY_URL[CHAT], RULES_BY_URL["/v1/embeddings"]
+    body = chat.body_decoder().decode
+    plain = [body(json.dumps({"model": "m", "messages": [{"role": "user", "content": str(i)}]})) for i in range(3)]
+    assert chat.plain(plain)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    for extra in ({"response_format": STRICT_BROKEN}, {"tools": [tool]}, {"functions": [tool["function"]]}):
+        odd = body(json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}], **extra}))
+        assert not chat.plain([*plain, odd]), extra
+    # Embeddings count every line's inputs: never skipped.
+    assert not embeddings.plain([embeddings.body_decoder().decode(b'{"model": "m", "input": "x"}')])
+
+
+def test_a_strict_schema_problem_in_one_line_of_a_plain_chunk_is_still_reported():
+    lines = [request(f"r{index}") for index in range(200)]
+    lines[150] = request("r150", response_format=STRICT_BROKEN)
+    validator = Validator()
+    validator.validate_lines("big.jsonl", lines)
+    problems = [(p.line, p.message) for p in validator.report().problems]
+    assert [line for line, _ in problems] == [151]
+    assert "response_format.json_schema.schema" in problems[0][1]
