@@ -28,6 +28,8 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
+
 WINDOW: Final = 1 << 16
 FLUSH_ROWS: Final = 1 << 14
 PARTITIONS: Final = 64
@@ -107,8 +109,15 @@ class SeenIds:
                 return
             self._flush()
             assert self._spill is not None
-            for table in self._spill.partitions():
-                yield from _repeats(table)
+            partitions = self._spill.partitions()
+            while True:
+                with pool_that_returns_memory():  # reading a partition and its repeats, not across a yield
+                    table = next(partitions, None)
+                    found = [] if table is None else list(_repeats(table))
+                if table is None:
+                    break
+                del table
+                yield from found
         finally:
             self.close()
 
@@ -140,9 +149,10 @@ class SeenIds:
             return
         if self._spill is None:
             self._spill = _Spill(tempfile.mkdtemp(prefix="openai-batch-ids-", dir=self._spill_dir))
-        generation = pa.repeat(pa.scalar(self._generation, pa.int32()), len(hashes))
-        columns = [pa.array(hashes, pa.int64()), pa.array(positions, pa.int64()), pa.array(custom_ids, pa.string())]
-        self._spill.write(pa.RecordBatch.from_arrays([*columns, generation], schema=_SCHEMA))
+        with pool_that_returns_memory():  # freed at once, not kept growing by pyarrow's default pool
+            generation = pa.repeat(pa.scalar(self._generation, pa.int32()), len(hashes))
+            columns = [pa.array(hashes, pa.int64()), pa.array(positions, pa.int64()), pa.array(custom_ids, pa.string())]
+            self._spill.write(pa.RecordBatch.from_arrays([*columns, generation], schema=_SCHEMA))
         self._buffer = ([], [], [])
 
 
