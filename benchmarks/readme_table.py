@@ -1,0 +1,83 @@
+"""Print the README's benchmark table from ``bench-results.json`` (written by ``make bench``).
+
+.venv/bin/python benchmarks/readme_table.py [bench-results.json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMES = "\u00d7"  # the multiplication sign the README uses
+
+
+def _number(value: Any, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _target(row: dict) -> str:
+    if "rss_added_mb" in row:
+        return f"+{row['rss_added_mb']} MB RSS (≤ 64) {'met' if row['target_met'] else '**missed**'}"
+    if "target_ratio" in row:
+        return f"≤ {row['target_ratio']}{TIMES} {'met' if row['target_met'] else '**missed**'}"
+    return ""
+
+
+def table(results: dict) -> str:
+    lines = [
+        f"| stage | requests | seconds | floor s | {TIMES} floor | naive s | {TIMES} naive "
+        "| peak RSS MB (ours / floor / naive) | target |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    trigger = None
+    for row in results["stages"]:
+        if row["stage"] == "trigger_1000_waits":
+            trigger = row
+            continue
+        rss = " / ".join(
+            _number(row.get(key), ".0f") for key in ("peak_rss_mb", "floor_peak_rss_mb", "naive_peak_rss_mb")
+        )
+        if "processes" in row and "worker_peak_rss_mb" in row:
+            rss += f" (workers {row['worker_peak_rss_mb']:.0f})"
+        cells = [
+            row["stage"],
+            f"{row['records']:,}",
+            _number(row["seconds"], ".2f"),
+            _number(row["floor_seconds"], ".2f"),
+            _number(row["ratio_to_floor"], ".2f"),
+            _number(row["naive_seconds"], ".2f"),
+            _number(row.get("ratio_to_naive"), ".2f"),
+            rss,
+            _target(row),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    out = ["\n".join(lines)]
+    if trigger is not None:
+        verdict = "met" if trigger["target_met"] else "**missed**"
+        out.append(
+            f"1,000 waits in a real triggerer: {trigger['api_calls_per_batch_per_poll']} API calls per batch per "
+            f"poll (≤ 1), RSS +{trigger['rss_growth_mb']} MB (≤ 100), {trigger['cpu_per_poll_round_s']} s CPU per "
+            f"poll round (< 1): {verdict}."
+        )
+    if results.get("rss_flatness"):
+        flat = ["Peak RSS, 120k → 1.2M requests (flat: within 10%):"]
+        for item in results["rss_flatness"]:
+            mark = "flat" if item["flat"] else "**grows**"
+            flat.append(
+                f"- {item['stage']}: {item['rss_small_mb']} → {item['rss_large_mb']} MB ({item['ratio']}{TIMES}) {mark}"
+            )
+        out.append("\n".join(flat))
+    return "\n\n".join(out)
+
+
+def main() -> int:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench-results.json"
+    print(table(json.loads(path.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
