@@ -2,11 +2,11 @@
 
 pyarrow's Linux wheels default to mimalloc, which keeps freed pages for reuse. Our batches are
 made on one thread and freed on another (the Parquet writer's), and with mimalloc the peak RSS of
-reconciling 1.2M results was 30 MB higher and crept up with the number of shards (``make bench``).
+reconciling 1.2M results was 30 to 45 MB higher and crept up with the number of shards (``make bench``).
 jemalloc hands freed pages back after a short decay, so the peak levels off within the first
 shard; the system allocator is the fallback where a wheel has no jemalloc.
 
-The switch is scoped: the pool is pyarrow's process-wide default while the scope lasts. Every
+The switch is scoped, but process-wide while it lasts (other threads allocate from it too). Every
 buffer remembers the pool it came from, so buffers made before or after are freed where they
 belong. A user who set ``ARROW_DEFAULT_MEMORY_POOL`` has chosen; that choice is left alone. (The
 variable also moves Arrow's C++ internals, which the scope cannot reach, so setting it to
