@@ -109,14 +109,9 @@ class SeenIds:
                 return
             self._flush()
             assert self._spill is not None
-            partitions = self._spill.partitions()
-            while True:
-                with pool_that_returns_memory():  # reading a partition and its repeats, not across a yield
-                    table = next(partitions, None)
-                    found = [] if table is None else list(_repeats(table))
-                if table is None:
-                    break
-                del table
+            for number in self._spill.finished():
+                with pool_that_returns_memory():  # one partition at a time, not held across a yield
+                    found = list(_repeats(self._spill.read(number)))
                 yield from found
         finally:
             self.close()
@@ -175,13 +170,15 @@ class _Spill:
             self._writer(item["values"]).write_batch(batch.slice(offset, count))
             offset += count
 
-    def partitions(self) -> Iterator[pa.Table]:
-        """Each partition's rows, read back one at a time (the files are finished first)."""
+    def finished(self) -> list[int]:
+        """Finish the files; the numbers of the partitions written, to :meth:`read` one at a time."""
         numbers = sorted(self._writers)
         self._close_writers()
-        for number in numbers:
-            with pa.OSFile(self._path(number)) as source, pa.ipc.open_stream(source) as reader:
-                yield reader.read_all()
+        return numbers
+
+    def read(self, number: int) -> pa.Table:
+        with pa.OSFile(self._path(number)) as source, pa.ipc.open_stream(source) as reader:
+            return reader.read_all()
 
     def remove(self) -> None:
         self._close_writers()

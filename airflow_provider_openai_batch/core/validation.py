@@ -326,8 +326,7 @@ class Validator:
             return False
         if not self._seen.add_all(list(map(_CUSTOM_ID, batch)), file.position + start + 1):
             return False
-        plain = rules.plain(bodies)
-        results = [] if plain else list(map(rules.check, bodies, chunk, itertools.repeat(self._schemas)))
+        results = [] if rules.plain(bodies) else list(map(rules.check, bodies, chunk, itertools.repeat(self._schemas)))
         self._commit_chunk(file, start, chunk, rules, model)
         if results.count(CLEAN) != len(results):
             self._take_results(file, start, results)
