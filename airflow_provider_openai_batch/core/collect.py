@@ -33,8 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_openai_batch.core.costs import PriceTable
+from airflow_provider_openai_batch.core.line_blocks import LineBlocks, file_lines
 from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
-from airflow_provider_openai_batch.core.result_lines import read_lines
 from airflow_provider_openai_batch.core.result_table import RESULT_SCHEMA, reconciled_batches
 from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, Reconciler
 from airflow_provider_openai_batch.core.retries import Origins, RetryPolicy, RetryShardWriter, request_ids
@@ -73,9 +73,8 @@ class FileLines:
 
     path: str
 
-    def __call__(self) -> Iterator[bytes]:
-        with open(self.path, "rb") as handle:
-            yield from read_lines(handle)
+    def __call__(self) -> LineBlocks:
+        return file_lines(self.path)
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ class FileLineSets:
 
     paths: tuple[str, ...]
 
-    def __call__(self) -> list[Iterator[bytes]]:
+    def __call__(self) -> list[LineBlocks]:
         return [FileLines(path)() for path in self.paths]
 
 

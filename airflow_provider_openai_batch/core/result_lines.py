@@ -12,8 +12,7 @@ from __future__ import annotations
 import base64
 import sys
 from array import array
-from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 
@@ -195,24 +194,3 @@ def text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return _encode(value).decode()
-
-
-READ_BLOCK = 1 << 20
-
-
-def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Lines (without their newline) from byte chunks of any size; far cheaper than iterating a file."""
-    pending = b""
-    for chunk in chunks:
-        if not chunk:
-            continue
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        yield from lines
-    if pending:
-        yield pending
-
-
-def read_lines(handle: IO[bytes] | Any, block: int = READ_BLOCK) -> Iterator[bytes]:
-    """The lines of a binary handle, read a block at a time."""
-    return split_lines(iter(lambda: handle.read(block), b""))

@@ -14,12 +14,10 @@ responses, completions, embeddings, moderations), which is as fast as a bare ``j
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any, Literal
 
 import msgspec
@@ -27,6 +25,7 @@ import msgspec
 from airflow_provider_openai_batch.core.costs import TOKENS_PER_PRICE_UNIT, PriceTable
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.limits import BATCH_CANCELLED, BATCH_EXPIRED
+from airflow_provider_openai_batch.core.line_blocks import line_lists
 from airflow_provider_openai_batch.core.result_lines import (
     NO_BODY,
     Line,
@@ -225,9 +224,12 @@ class Reconciler:
     ) -> None:
         self.outcome = outcome
         self.prices = prices
-        self.pending: dict[str, int] = _index_ids(custom_ids, origins or ((outcome.shard, sys.maxsize),))
-        self.expected = len(self.pending)
-        self.sent = self.pending.copy()  # every id of the shard: tells a repeated line from a stranger
+        # The shard's ids (to tell a repeated line from a stranger) and those not answered yet; sets,
+        # so a chunk of answers is checked and marked done in C. ``_origin``: each id's input shard,
+        # for a retry shard that mixes several (``None``: all are ``outcome.shard``'s).
+        self.sent, self._origin = _index_ids(custom_ids, origins)
+        self.pending: set[str] = set(self.sent)
+        self.expected = len(self.sent)
         self.counts = ReconcileCounts()
         self.collected_at = int(time.time())
         self._rates: dict[str | None, _Rates | None] = {None: None}
@@ -263,7 +265,7 @@ class Reconciler:
         reconciliation close to the cost of decoding; any other chunk goes line by line.
         """
         for lines in line_sources:
-            for raws in _chunks(lines, chunk):
+            for raws in line_lists(lines, chunk):
                 columns = self._chat_columns(raws)
                 if columns is None:
                     columns = _transpose([v for v in map(self._line_values, raws) if v is not None])
@@ -283,10 +285,11 @@ class Reconciler:
             if line is None:
                 return None
         assert line is not None
-        shard = self.pending.pop(line.custom_id, None)
-        if shard is None:
+        if line.custom_id not in self.pending:
             self._stray(line.custom_id)
             return None
+        self.pending.remove(line.custom_id)
+        shard = self._shard_of(line.custom_id)
         values = self._answer(line, shard) if isinstance(line, Line) else self._loose_answer(line, shard)
         self._count(values)
         return values
@@ -308,7 +311,7 @@ class Reconciler:
     def _unanswered_values(self) -> Iterator[Values]:
         """Rows for requests without a line, in custom_id order; then check the totals."""
         for custom_id in sorted(self.pending):
-            values = self._unanswered(custom_id, self.pending[custom_id])
+            values = self._unanswered(custom_id, self._shard_of(custom_id))
             self._count(values)
             yield values
         self.pending.clear()
@@ -455,16 +458,18 @@ class Reconciler:
             [body.created if body.created is not None else answered_at(body) for body in bodies],  # type: ignore[union-attr,arg-type]
         ]  # fmt: skip
 
+    def _shard_of(self, custom_id: str) -> int:
+        return self.outcome.shard if self._origin is None else self._origin[custom_id]
+
     def _take(self, custom_ids: list[str]) -> list[int] | None:
         """Mark a chunk's ids answered; ``None`` (nothing changed) if any is unknown or repeated."""
-        pop, pending = self.pending.pop, self.pending
-        shards = [pop(custom_id, None) for custom_id in custom_ids]
-        if None in shards:
-            for custom_id, shard in zip(custom_ids, shards, strict=True):
-                if shard is not None:
-                    pending[custom_id] = shard
+        chunk = set(custom_ids)
+        if len(chunk) != len(custom_ids) or not chunk <= self.pending:
             return None
-        return shards  # type: ignore[return-value]
+        self.pending -= chunk
+        if self._origin is None:
+            return [self.outcome.shard] * len(custom_ids)
+        return list(map(self._origin.__getitem__, custom_ids))
 
     def _costs(self, models: list[str | None], inputs: list[int], cached: list[int], outputs: list[int]) -> list[Any]:
         columns = zip(inputs, cached, outputs, strict=True)
@@ -528,39 +533,36 @@ def _token_columns(usages: list[Any]) -> tuple[list[int], list[int], list[int], 
     return inputs, cached, outputs, [(d.reasoning_tokens or 0) if d is not None else 0 for d in details]
 
 
-def _chunks(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
-    """Lists of at most ``size`` lines (blank lines are skipped later, by the line-by-line path)."""
-    iterator = iter(lines)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
 def _transpose(rows: list[Values]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else []
 
 
-def _index_ids(custom_ids: Iterable[str], origins: Sequence[Sequence[int]]) -> dict[str, int]:
-    """custom_id -> input shard, refusing a shard that repeats an id (its rows could not be one per request)."""
-    if len(origins) == 1 and origins[0][1] == sys.maxsize:  # one input shard: build the map in C
-        ids = list(custom_ids)
-        index = dict.fromkeys(ids, origins[0][0])
-        if len(index) == len(ids):
-            return index
-        custom_ids = ids
-    index = {}
+def _index_ids(
+    custom_ids: Iterable[str], origins: Sequence[Sequence[int]] | None
+) -> tuple[frozenset[str], dict[str, int] | None]:
+    """The shard's ids, and each one's input shard for a retry shard; a shard repeating an id is refused."""
+    ids = list(custom_ids)
+    unique = frozenset(ids)
+    if len(unique) != len(ids):
+        seen: set[str] = set()
+        for position, custom_id in enumerate(ids, start=1):
+            if custom_id in seen:
+                raise ReconcileError(f"request #{position}: custom_id {custom_id!r} appears twice in the shard")
+            seen.add(custom_id)
+    if origins is None:
+        return unique, None
+    shard_of: dict[str, int] = {}
     runs = iter(origins)
     shard, left = -1, 0
-    for position, custom_id in enumerate(custom_ids, start=1):
+    for position, custom_id in enumerate(ids, start=1):
         while left <= 0:
             try:
                 shard, left = next(runs)
             except StopIteration:
                 raise ReconcileError(f"request #{position} ({custom_id!r}) is beyond the shard origins given") from None
         left -= 1
-        if custom_id in index:
-            raise ReconcileError(f"request #{position}: custom_id {custom_id!r} appears twice in the shard")
-        index[custom_id] = shard
-    return index
+        shard_of[custom_id] = shard
+    return unique, shard_of
 
 
 def _rates(prices: PriceTable, model: str) -> _Rates | None:

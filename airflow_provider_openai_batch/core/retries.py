@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import msgspec
@@ -24,6 +23,7 @@ import pyarrow.compute as pc
 
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.limits import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE
+from airflow_provider_openai_batch.core.line_blocks import line_lists
 from airflow_provider_openai_batch.core.shards import Opener, Shard, ShardWriter
 
 MAX_ATTEMPTS_LIMIT = 10
@@ -103,9 +103,8 @@ def request_ids(lines: Iterable[bytes]) -> Iterator[str]:
     package writes them — the ids are sliced from the lines, a few C calls per chunk; any other
     chunk is parsed line by line.
     """
-    iterator = iter(lines)
     start = len(_PREFIX)
-    while chunk := list(islice(iterator, _ID_CHUNK)):
+    for chunk in line_lists(lines, _ID_CHUNK):
         if [line[:start] for line in chunk].count(_PREFIX) == len(chunk):
             try:
                 ids = [line[start : line.index(b'"', start)] for line in chunk]

@@ -14,6 +14,7 @@ import openai
 from airflow.sdk import BaseHook, ObjectStoragePath
 
 from airflow_provider_openai_batch.core.limits import COMPLETION_WINDOW
+from airflow_provider_openai_batch.core.line_blocks import LineBlocks
 from airflow_provider_openai_batch.hooks.client_config import ClientConfig, client_config_from_connection
 
 if TYPE_CHECKING:
@@ -125,15 +126,9 @@ class OpenAIBatchHook(BaseHook):
         with self.client.files.with_streaming_response.content(file_id) as response:
             yield from response.iter_bytes(chunk_size)
 
-    def iter_file_lines(self, file_id: str) -> Iterator[bytes]:
+    def iter_file_lines(self, file_id: str) -> LineBlocks:
         """Stream a file's lines as bytes, whatever the chunking of the HTTP body."""
-        pending = b""
-        for chunk in self.iter_file_chunks(file_id):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            yield from lines
-        if pending:
-            yield pending
+        return LineBlocks(self.iter_file_chunks(file_id))
 
     def download_file(self, file_id: str, destination: PathLike) -> ObjectStoragePath:
         """Stream a file's content to a local or object-storage path; returns the path written."""

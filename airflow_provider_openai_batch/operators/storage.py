@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,7 +10,7 @@ from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_openai_batch.core.result_lines import read_lines
+from airflow_provider_openai_batch.core.line_blocks import LineBlocks, opened_lines
 from airflow_provider_openai_batch.hooks.openai_batch import PathLike, as_storage_path
 
 LOCAL_PROTOCOLS = ("file", "local", "")
@@ -27,10 +28,9 @@ def opener_under(base: PathLike):
     return open_shard
 
 
-def iter_lines(path: PathLike) -> Iterator[bytes]:
-    """The lines of a file (without their newline), read a block at a time."""
-    with as_storage_path(path).open("rb") as handle:
-        yield from read_lines(handle)
+def iter_lines(path: PathLike) -> LineBlocks:
+    """The lines of a file (without their newline), read a block at a time; open only while they are read."""
+    return opened_lines(functools.partial(as_storage_path(path).open, "rb"))
 
 
 @contextmanager

@@ -120,10 +120,10 @@ def chat_lines(ids, model="gpt-4o-mini", content='{"label": "pos"}'):
     return [chat_line(i, content).replace(b"gpt-4o-mini", model.encode()) for i in ids]
 
 
-def both_paths(ids, lines, *, expect_json=False):
+def both_paths(ids, lines, *, expect_json=False, origins=None):
     def make():
         outcome = BatchOutcome("job", 0, "b", "completed", expect_json=expect_json, created_at=5, ended_at=9)
-        return Reconciler(outcome, ids, PRICES)
+        return Reconciler(outcome, ids, PRICES, origins)
 
     by_rows = make()
     expected = pa.Table.from_batches([rows_to_batch(list(by_rows.rows(lines)))])
@@ -156,6 +156,25 @@ def test_a_chunk_with_a_stray_line_falls_back_to_line_by_line_and_agrees():
     assert column_counts.to_dict() == row_counts.to_dict()
     assert (column_counts.duplicate_lines, column_counts.unknown_custom_ids) == (1, 1)
     assert column_counts.by_status["invalid_output"] == 1
+
+
+def test_a_retry_shard_keeps_each_rows_input_shard_on_the_column_path():
+    ids = [f"r{i}" for i in range(200)]
+    lines = chat_lines(ids[::-1])  # answers in reverse order, across the runs of origins
+    expected, got, _, _, line_by_line = both_paths(ids, lines, origins=[(4, 120), (9, 80)])
+    assert line_by_line == []
+    assert got.to_pylist() == expected.to_pylist()
+    shards = dict(zip(got.column("custom_id").to_pylist(), got.column("shard").to_pylist(), strict=True))
+    assert {shards["r0"], shards["r119"]} == {4} and {shards["r120"], shards["r199"]} == {9}
+
+
+def test_a_chunk_answering_one_id_twice_goes_line_by_line_and_counts_the_repeat():
+    ids = [f"r{i}" for i in range(20)]
+    lines = chat_lines(ids[:5] + ["r2"] + ids[5:])  # the repeat sits inside one chunk
+    expected, got, row_counts, column_counts, line_by_line = both_paths(ids, lines)
+    assert len(line_by_line) == len(lines)
+    assert got.to_pylist() == expected.to_pylist() and got.num_rows == 20
+    assert column_counts.duplicate_lines == row_counts.duplicate_lines == 1
 
 
 class Recording:
