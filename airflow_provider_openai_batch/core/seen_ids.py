@@ -1,17 +1,22 @@
 """Catch repeated custom_ids across a whole job with memory that does not grow with the job.
 
 A job may hold tens of millions of ids; a set of them all (as 64-bit hashes, ~70 bytes each)
-would grow with it. So the set holds a *window* of at most ``window`` ids: a repeat inside the
-window is caught at once, where the caller can name the record or line. When the window fills it
-is emptied and a new *generation* starts. Every id recorded is also spilled — hash, position, id
-and generation, 16k at a time — to local Arrow IPC files partitioned by hash, and
-:meth:`SeenIds.finish` reads them back one partition at a time to find the repeats the window
-could not see (copies in different generations). Memory is the window, the 16k buffer and one
-partition; disk is ~(20 + id length) bytes per id. A job that never fills its window never
-reads the spill, and one under 16k ids never writes it.
+would grow with it. Two bounded ways, which a caller may combine:
+
+- a *window*: a set of at most ``window`` ids in memory, so a repeat inside it is caught at once,
+  where the caller can still name the record (the request builder, which keeps only this). When
+  the window fills it is emptied and a new *generation* starts.
+- a *spill*: every id recorded — hash, position, id and generation, 16k at a time — goes to
+  local Arrow IPC files partitioned by hash, and :meth:`SeenIds.finish` reads them back one
+  partition at a time to find the repeats no window saw. Validation keeps only this
+  (``window=0``): it reports at the end anyway, and a set checked per chunk cost a tenth of it.
+
+Memory is the window, the 16k buffer and one partition; disk is ~(20 + id length) bytes per id.
+A job whose window held every id never reads the spill, and one under 16k ids never writes it
+(its repeats are found in the buffer).
 
 Hashes are Python's keyed SipHash of the string: within the window two different ids that
-collide (odds n²/2⁶⁵, 4e-8 for 1.2M ids) count as a repeat; across windows the ids themselves are
+collide (odds n²/2⁶⁵, 4e-8 for 1.2M ids) count as a repeat; in the spill the ids themselves are
 compared, so a collision there is never reported.
 """
 
@@ -52,13 +57,16 @@ class SeenIds:
     The custom_ids of a job so far; :meth:`add` and :meth:`add_all` say whether an id repeats one
     in the window, :meth:`finish` finds the repeats across windows.
 
-    :param window: ids held in memory for the immediate check.
+    :param window: ids held in memory for the immediate check (0: none, every repeat is found by
+        :meth:`finish`, which needs ``spill``).
     :param spill: keep every id on disk for :meth:`finish` (off: only the window is checked, for a
         caller whose output is validated again as a whole, like the request builder).
     :param spill_dir: where the spill directory is made (default: the system's temporary directory).
     """
 
     def __init__(self, window: int = WINDOW, *, spill: bool = True, spill_dir: str | None = None) -> None:
+        if window <= 0 and not spill:
+            raise ValueError("with no window, only the spill can find repeats: keep spill=True")
         self.window = window
         self.spill = spill
         self._spill_dir = spill_dir
@@ -70,15 +78,19 @@ class SeenIds:
     def add(self, custom_id: str, position: int) -> bool:
         """Record one id; False (not recorded) when it repeats an id of the window."""
         hashed = hash(custom_id)
-        if hashed in self._hashes:
-            return False
-        self._hashes.add(hashed)
+        if self.window:
+            if hashed in self._hashes:
+                return False
+            self._hashes.add(hashed)
         self._recorded([hashed], [position], [custom_id])
         return True
 
     def add_all(self, custom_ids: list[str], start: int) -> bool:
         """Record ids at positions ``start``, ``start + 1``…; False (none recorded) if any repeats."""
         hashes = list(map(hash, custom_ids))
+        if not self.window:
+            self._recorded(hashes, range(start, start + len(hashes)), custom_ids)
+            return True
         fresh = self._fresh(hashes)
         if fresh is None:
             return False
@@ -103,9 +115,19 @@ class SeenIds:
         return fresh
 
     def finish(self) -> Iterator[Repeat]:
-        """The repeats no window saw, partition by partition (each in position order); then forget all."""
+        """The repeats no window saw, partition by partition (each in position order); then forget all.
+
+        Each is a later copy; the first copy of an id is never one."""
         try:
-            if self._generation == 0 or not self.spill:  # one window held every id, or the caller checks later
+            if not self.spill or (self.window and self._generation == 0):  # no spill, or one window held all
+                return
+            if self._spill is None:  # under FLUSH_ROWS ids: all are still in the buffer
+                hashes, positions, custom_ids = self._buffer
+                if not hashes:
+                    return
+                with pool_that_returns_memory():
+                    found = list(_repeats(pa.table({"hash": hashes, "position": positions, "id": custom_ids})))
+                yield from found
                 return
             self._flush()
             assert self._spill is not None
@@ -133,7 +155,7 @@ class SeenIds:
             buffer[2].extend(custom_ids)
             if len(buffer[0]) >= FLUSH_ROWS:
                 self._flush()
-        if len(self._hashes) >= self.window:
+        if self.window and len(self._hashes) >= self.window:
             self._flush()  # the rows of this generation go out with its number
             self._hashes = set()
             self._generation += 1

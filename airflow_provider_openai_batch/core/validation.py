@@ -11,20 +11,24 @@ the endpoint's extra check and validation keeps pace with a bare decode loop. A 
 anything to report is redone line by line, and a line that fails is parsed again, generically,
 to say exactly what is wrong.
 
-Memory stays flat, the custom_ids seen included: a repeat within the last ~65k ids is
-caught on its line as it is read; every id also goes to a spill on local disk, read back one
-hash partition at a time by :meth:`Validator.report` to find repeats further apart
-(``core.seen_ids``). A true duplicate is never missed; within the window a false one has odds
-n²/2⁶⁵ (4e-8 for 1.2M ids), beyond it the ids themselves are compared.
+Memory stays flat, the custom_ids seen included: every id goes to a spill on local disk, read
+back one hash partition at a time by :meth:`Validator.report`, which lists the repeats by line
+(``core.seen_ids``). The ids themselves are compared, so a true duplicate is never missed and a
+false one never reported. (A set of recent ids checked per chunk, as the builder keeps, would name
+near repeats sooner but cost validation a tenth of its time, and the report comes at the end anyway.)
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import heapq
 import itertools
 import operator
 import os
 import re
+import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -48,7 +52,7 @@ from airflow_provider_openai_batch.core.limits import (
     MAX_EMBEDDING_INPUTS_PER_BATCH,
     MAX_REQUESTS_PER_FILE,
 )
-from airflow_provider_openai_batch.core.seen_ids import WINDOW, SeenIds
+from airflow_provider_openai_batch.core.seen_ids import Repeat, SeenIds
 
 Severity = Literal["error", "warning"]
 MAX_PROBLEMS: Final = 100
@@ -59,6 +63,7 @@ _BODY: Final = operator.attrgetter("body")
 _MODEL: Final = operator.attrgetter("model")
 _CUSTOM_ID: Final = operator.attrgetter("custom_id")
 _INPUTS: Final = operator.itemgetter(0)
+_POSITION: Final = operator.attrgetter("position")
 _PROBLEMS: Final = operator.itemgetter(1)
 # What a line the strict decoder rejects can raise: malformed JSON, a wrong shape, bad UTF-8.
 _REJECTED: Final = (msgspec.DecodeError, UnicodeDecodeError)
@@ -222,8 +227,8 @@ class Validator:
 
     Feed it every shard of a job (``validate_file`` / ``validate_lines``), then read
     ``report()``, once all are in. Limits default to the API's; pass smaller ones in tests.
-    ``id_window`` ids are held in memory to name a repeat as its line is read; repeats further
-    apart are found at ``report()``, from a spill on local disk.
+    Repeated custom_ids are found at ``report()``, from a spill on local disk; ``id_window > 0``
+    also holds that many recent ids in memory to catch a near repeat as its line is read.
     """
 
     def __init__(
@@ -233,7 +238,7 @@ class Validator:
         max_bytes: int = MAX_BYTES_PER_FILE,
         max_embedding_inputs: int = MAX_EMBEDDING_INPUTS_PER_BATCH,
         max_problems: int = MAX_PROBLEMS,
-        id_window: int = WINDOW,
+        id_window: int = 0,
     ) -> None:
         self.max_requests = max_requests
         self.max_bytes = max_bytes
@@ -279,17 +284,28 @@ class Validator:
         """Everything found, over all files: the end of this validator (repeats far apart are found here)."""
         if self._reported is None:
             self._report_late_repeats()
-            self._reported = ValidationReport(tuple(self._problems), self._errors, self._warnings, tuple(self._files))
+            files = {label: index for index, label in reversed(list(enumerate(self._labels)))}
+            # In file and line order, the repeats found last among them; a file's own limits after its lines.
+            problems = sorted(self._problems, key=lambda p: (files[p.path], sys.maxsize if p.line is None else p.line))
+            self._reported = ValidationReport(tuple(problems), self._errors, self._warnings, tuple(self._files))
         return self._reported
 
     def _report_late_repeats(self) -> None:
-        """Repeats of ids too far apart for the window, from the spill; each counts for its file."""
-        errors: dict[int, int] = {}
-        for repeat in self._seen.finish():
+        """Repeats found in the spill: each counts for its file, the first ones are listed in line order."""
+        errors: Counter[int] = Counter()
+
+        def counted(repeats: Iterable[Repeat]) -> Iterator[Repeat]:
+            for repeat in repeats:
+                errors[repeat.position >> _LINE_BITS] += 1
+                yield repeat
+
+        repeats = counted(self._seen.finish())
+        room = max(self.max_problems - len(self._problems), 0)
+        for repeat in heapq.nsmallest(room, repeats, key=_POSITION):  # a heap of ``room``, not every repeat
             index, number = divmod(repeat.position, 1 << _LINE_BITS)
-            errors[index] = errors.get(index, 0) + 1
-            self._errors += 1
             self._keep(Problem(self._labels[index], number, _duplicate_message(repeat.custom_id)))
+        collections.deque(repeats, maxlen=0)  # with no room left, the rest are still counted
+        self._errors += errors.total()
         for index, count in errors.items():
             if index < len(self._files):  # a file whose reading failed has no summary
                 self._files[index] = dataclasses.replace(self._files[index], errors=self._files[index].errors + count)

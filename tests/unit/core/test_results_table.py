@@ -170,7 +170,7 @@ def test_a_retry_shard_keeps_each_rows_input_shard_on_the_column_path():
 
 def test_a_chunk_answering_one_id_twice_goes_line_by_line_and_counts_the_repeat():
     ids = [f"r{i}" for i in range(20)]
-    lines = chat_lines(ids[:5] + ["r2"] + ids[5:])  # the repeat sits inside one chunk
+    lines = chat_lines([*ids[:5], "r2", *ids[5:]])  # the repeat sits inside one chunk
     expected, got, row_counts, column_counts, line_by_line = both_paths(ids, lines)
     assert len(line_by_line) == len(lines)
     assert got.to_pylist() == expected.to_pylist() and got.num_rows == 20

@@ -79,3 +79,26 @@ def test_a_spill_left_unfinished_is_removed_with_its_owner(tmp_path, small_flush
     assert any(tmp_path.iterdir())
     del seen  # e.g. a validation that raised half-way
     assert list(tmp_path.iterdir()) == []
+
+
+def test_with_no_window_every_repeat_is_accepted_at_once_and_found_at_the_end(tmp_path, small_flush):
+    seen = SeenIds(window=0, spill_dir=str(tmp_path))
+    assert seen.add_all(["a", "b", "a"], 1)  # a repeat within the chunk: still recorded
+    assert seen.add("b", 4) and seen.add_all(["c", "d", "e", "a"], 5)
+    assert any(tmp_path.iterdir())
+    found = sorted(seen.finish(), key=lambda repeat: repeat.position)
+    assert found == [Repeat(3, "a", 1), Repeat(4, "b", 2), Repeat(8, "a", 1)]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_with_no_window_a_small_job_is_checked_in_memory_without_a_spill_file(tmp_path):
+    seen = SeenIds(window=0, spill_dir=str(tmp_path))
+    assert seen.add_all(["x", "y"], 1) and seen.add("x", 3)
+    assert list(seen.finish()) == [Repeat(3, "x", 1)]
+    assert list(tmp_path.iterdir()) == []
+    assert list(SeenIds(window=0, spill_dir=str(tmp_path)).finish()) == []  # no ids at all
+
+
+def test_no_window_and_no_spill_is_refused():
+    with pytest.raises(ValueError, match="keep spill=True"):
+        SeenIds(window=0, spill=False)

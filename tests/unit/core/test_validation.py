@@ -228,11 +228,27 @@ def test_duplicates_further_apart_than_the_id_window_are_found_at_the_report(
     second = write(tmp_path, [line(i) for i in ("e", "a", "f", "a")], "part-1.jsonl")
     report = validate_paths([first, second], id_window=3)  # windows: a b c | d b e | a f a
     message = "duplicate custom_id {!r}; custom_ids must be unique across the job"
-    caught, *late = report.format().splitlines()
-    assert caught == f"{second}:4: " + message.format("a")  # in its window, as the line was read
-    assert sorted(late) == sorted([f"{first}:5: " + message.format("b"), f"{second}:2: " + message.format("a")])
+    assert report.format().splitlines() == [  # in line order: the one its window caught and the two found late
+        f"{first}:5: " + message.format("b"),
+        f"{second}:2: " + message.format("a"),
+        f"{second}:4: " + message.format("a"),
+    ]
     assert [f.errors for f in report.files] == [1, 2] and report.error_count == 3
     assert not report.ok
+
+
+def test_repeats_are_listed_by_line_up_to_the_problem_limit_and_all_are_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(seen_ids, "FLUSH_ROWS", 8)  # a spill of many partitions, as a big job has
+    ids = [f"k{n}" for n in range(40)]
+    first = write(tmp_path, [line(i) for i in ids], "part-0.jsonl")
+    second = write(tmp_path, [line(i) for i in [*ids[::-1], "new"]], "part-1.jsonl")  # every id again
+    report = validate_paths([first, second], max_problems=5)
+    assert report.error_count == 40 and [f.errors for f in report.files] == [0, 40]
+    assert [str(p).split(": ")[0] for p in report.problems] == [f"{second}:{n}" for n in range(1, 6)]
+    assert str(report.problems[0]).endswith("duplicate custom_id 'k39'; custom_ids must be unique across the job")
+    assert report.format().endswith("... and 35 more problems")
 
 
 def test_a_validator_that_has_reported_takes_no_more_files(tmp_path: Path) -> None:
