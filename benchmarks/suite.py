@@ -4,7 +4,7 @@
     make bench SIZE=small      # 120k only, and a shorter trigger run
 
 Each measurement runs in a fresh child process, so its peak RSS is its own; ours and the floors are
-the best of three runs taken in turns (a slow spell of a shared machine hits both), the naive way
+the best of five runs taken in turns (a slow spell of a shared machine hits both), the naive way
 one run. Per stage:
 
 - ours: what the provider runs (the build, validation, reconciliation to Parquet with two worker
@@ -343,11 +343,14 @@ def child(work_name: str, n: int, work: Path) -> None:
 # -- the run, parent side -------------------------------------------------------------------------
 
 
-REPEAT = 3  # ours and the floors: the best of three fresh runs, taken in turns (a shared machine is noisy); naive: one
+REPEAT = 5  # ours and the floors: the best of five fresh runs, taken in turns (a shared machine is noisy); naive: one
 
 
 def measure(work_name: str, n: int, work: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """One run of the work in a fresh child process: its seconds and peak RSS."""
+    # Written-back before the clock starts: the gigabytes earlier runs left in the page cache would
+    # otherwise be flushed to disk during this one, at random (the build swung 1.2-1.4x on that alone).
+    os.sync()
     command = [sys.executable, __file__, "--child", work_name, "--records", str(n), "--dir", str(work)]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode != 0:
