@@ -348,8 +348,8 @@ REPEAT = 5  # ours and the floors: the best of five fresh runs, taken in turns (
 
 def measure(work_name: str, n: int, work: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """One run of the work in a fresh child process: its seconds and peak RSS."""
-    # Written-back before the clock starts: the gigabytes earlier runs left in the page cache would
-    # otherwise be flushed to disk during this one, at random (the build swung 1.2-1.4x on that alone).
+    # Written back before the clock starts, so no run pays for flushing the files an earlier one left
+    # in the page cache (the stages write up to ~1 GB each).
     os.sync()
     command = [sys.executable, __file__, "--child", work_name, "--records", str(n), "--dir", str(work)]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})

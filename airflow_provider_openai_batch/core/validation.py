@@ -281,7 +281,7 @@ class Validator:
         return summary
 
     def report(self) -> ValidationReport:
-        """Everything found, over all files: the end of this validator (repeats far apart are found here)."""
+        """Everything found, over all files: the end of this validator (repeated custom_ids are found here)."""
         if self._reported is None:
             self._report_late_repeats()
             files = {label: index for index, label in reversed(list(enumerate(self._labels)))}
