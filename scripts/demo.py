@@ -163,7 +163,7 @@ def main() -> int:
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/_emulator/settings")
+        wait_until_up(f"http://127.0.0.1:{port}/_emulator/health")
         print(f"Running DAG {args.dag} with `airflow dags test` ...")
         code = run_logged([str(BIN / "airflow"), "dags", "test", args.dag], env, log)
     finally:

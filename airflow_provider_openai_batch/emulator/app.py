@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from airflow_provider_openai_batch.core.limits import MAX_BYTES_PER_FILE
 from airflow_provider_openai_batch.emulator import params
+from airflow_provider_openai_batch.emulator.connection_faults import ConnectionFaults, quiet_uvicorn_drops
 from airflow_provider_openai_batch.emulator.errors import (
     EmulatorAPIError,
     bad_request,
@@ -46,10 +47,12 @@ def create_app(settings: EmulatorSettings | None = None, data_dir: str | Path | 
     app.state.emulator = runtime
     _install_error_handlers(app)
     app.add_middleware(_RequestIdMiddleware)
+    app.add_middleware(ConnectionFaults, runtime=runtime)
+    quiet_uvicorn_drops()
     for prefix, guard in (("/v1", _guard(runtime)), ("/openai", _guard(runtime, azure=True))):
         app.include_router(_files_router(runtime), prefix=prefix, dependencies=[Depends(guard)])
         app.include_router(_batches_router(runtime), prefix=prefix, dependencies=[Depends(guard)])
-    app.include_router(_admin_router(runtime), prefix="/_emulator")
+    app.include_router(_admin_router(runtime), prefix="/_emulator", dependencies=[Depends(_admin_guard(runtime))])
     return app
 
 
@@ -65,6 +68,16 @@ def _guard(runtime: EmulatorRuntime, azure: bool = False) -> Any:
         fault = runtime.faults.draw(settings)
         if fault is not None:
             raise fault
+
+    return guard
+
+
+def _admin_guard(runtime: EmulatorRuntime) -> Any:
+    """The admin routes take the same key as the API when one is required (health stays open)."""
+
+    def guard(request: Request) -> None:
+        if not request.url.path.endswith("/health"):
+            _check_api_key(request.headers.get("authorization"), runtime.settings.api_key)
 
     return guard
 
@@ -182,7 +195,7 @@ def _batches_router(runtime: EmulatorRuntime) -> APIRouter:
 
 
 def _admin_router(runtime: EmulatorRuntime) -> APIRouter:
-    """Knobs a test can turn on a running server; not part of OpenAI's API, so no key or faults."""
+    """Knobs a test can turn on a running server; not part of OpenAI's API, so no injected faults."""
     router = APIRouter()
 
     @router.get("/health")
@@ -191,19 +204,19 @@ def _admin_router(runtime: EmulatorRuntime) -> APIRouter:
 
     @router.get("/settings")
     def get_settings() -> dict[str, Any]:
-        return runtime.settings.to_dict()
+        return runtime.settings.shown()
 
     @router.post("/settings")
     def update_settings(changes: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         try:
-            return runtime.update_settings(changes).to_dict()
+            return runtime.update_settings(changes).shown()
         except EmulatorSettingsError as error:
             raise bad_request(str(error), code="invalid_setting") from error
 
     @router.post("/reset")
     def reset() -> dict[str, Any]:
         runtime.reset()
-        return runtime.settings.to_dict()
+        return runtime.settings.shown()
 
     return router
 

@@ -6,6 +6,7 @@ in-process or over HTTP and see the same effect.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -44,6 +45,15 @@ class EmulatorRuntime:
             self._settings = self._settings.merged(changes)
             self.faults.reseed(self._settings.seed)
             return self._settings
+
+    def take(self, knob: str) -> bool:
+        """Spend one shot of a counting fault knob; False when it is not (or no longer) armed."""
+        with self._lock:
+            left = getattr(self._settings, knob)
+            if left <= 0:
+                return False
+            self._settings = dataclasses.replace(self._settings, **{knob: left - 1})
+            return True
 
     def reset(self) -> None:
         """Forget all files and batches and go back to the settings the emulator started with."""

@@ -48,6 +48,14 @@ class EmulatorSettings:
     max_requests_per_file: int = _knob(MAX_REQUESTS_PER_FILE, "requests allowed in one input file")
     seed: int = _knob(0, "seed of every random choice (faults, failures, output order)")
     api_key: str | None = _knob(None, "require this bearer key (default: accept any key)")
+    # Connection faults: each counts down, one per matching call, then the emulator serves normally.
+    reset_after_create: int = _knob(0, "batch creates committed, then the connection dropped with no reply")
+    error_after_create: int = _knob(0, "batch creates committed, then answered with HTTP 500")
+    reset_before_upload: int = _knob(0, "file uploads dropped before the file is stored")
+    reset_after_upload: int = _knob(0, "file uploads stored, then the connection dropped with no reply")
+    reset_status_reads: int = _knob(0, "batch status reads (GET /batches/{id}) dropped with no reply")
+    cut_downloads: int = _knob(0, "file downloads cut off after cut_download_after_bytes bytes")
+    cut_download_after_bytes: int = _knob(1024, "bytes a cut download sends before the connection drops")
 
     def __post_init__(self) -> None:
         for name, value in self.to_dict().items():
@@ -73,6 +81,10 @@ class EmulatorSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def shown(self) -> dict[str, Any]:
+        """The knobs as the admin endpoint shows them: a required key is never handed out."""
+        return {**self.to_dict(), "api_key": None if self.api_key is None else "***"}
 
 
 def knob_names() -> list[str]:

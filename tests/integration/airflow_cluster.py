@@ -178,7 +178,7 @@ class EmulatorProcess:
         return conn
 
     def update_settings(self, **knobs: Any) -> dict[str, Any]:
-        response = httpx.post(f"{self.url}/_emulator/settings", json=knobs, timeout=10)
+        response = httpx.post(f"{self.url}/_emulator/settings", json=knobs, headers=self._auth(), timeout=10)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
