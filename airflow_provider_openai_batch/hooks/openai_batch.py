@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import weakref
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from functools import cached_property
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,7 @@ from airflow.sdk import BaseHook, ObjectStoragePath
 
 from airflow_provider_openai_batch.core.limits import COMPLETION_WINDOW
 from airflow_provider_openai_batch.core.line_blocks import LineBlocks
+from airflow_provider_openai_batch.hooks.call_retries import TRANSIENT_ERRORS, CallRetries
 from airflow_provider_openai_batch.hooks.client_config import ClientConfig, client_config_from_connection
 
 if TYPE_CHECKING:
@@ -24,14 +27,9 @@ PathLike = str | ObjectStoragePath
 
 CHUNK_SIZE = 1024 * 1024
 
-# Failures worth another status read: the network, throttling, the service's own errors, timeouts.
-# Other 4xx (unknown batch, bad key, no permission) will not heal by waiting.
-TRANSIENT_ERRORS: tuple[type[openai.APIError], ...] = (
-    openai.APIConnectionError,
-    openai.RateLimitError,
-    openai.InternalServerError,
-    openai.APITimeoutError,
-)
+DEFAULT_CALL_RETRIES = CallRetries()
+
+__all__ = ["TRANSIENT_ERRORS", "OpenAIBatchHook", "as_storage_path"]
 
 
 def as_storage_path(path: PathLike) -> ObjectStoragePath:
@@ -46,10 +44,14 @@ class OpenAIBatchHook(BaseHook):
     """
     Interact with the OpenAI Batch API (and OpenAI-compatible or Azure OpenAI services).
 
-    Clients use the ``openai`` package's own retries and timeouts (``max_retries`` and ``timeout``
-    in the connection extra). The API key lives only inside the client objects.
+    Most calls use the ``openai`` package's own retries and timeouts (``max_retries`` and
+    ``timeout`` in the connection extra). Uploads, status reads and downloads go through
+    ``call_retries`` instead (downloads resume where a reset cut them), and a batch create is
+    never retried blindly: see ``operators/batch_lifecycle.py``. The API key lives only inside the
+    client objects.
 
     :param conn_id: an ``openai_batch`` or ``openai`` connection.
+    :param call_retries: the policy for uploads, status reads and downloads.
     """
 
     conn_name_attr = "conn_id"
@@ -57,9 +59,12 @@ class OpenAIBatchHook(BaseHook):
     conn_type = "openai_batch"
     hook_name = "OpenAI Batch"
 
-    def __init__(self, conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self, conn_id: str = default_conn_name, *, call_retries: CallRetries | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
+        self.call_retries = call_retries or DEFAULT_CALL_RETRIES
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -70,6 +75,11 @@ class OpenAIBatchHook(BaseHook):
     @cached_property
     def client(self) -> openai.OpenAI:
         return build_sync_client(self.client_config)
+
+    @cached_property
+    def single_shot_client(self) -> openai.OpenAI:
+        """The same client with its own retries off: the calls made through it retry by policy."""
+        return self.client.with_options(max_retries=0)
 
     def get_conn(self) -> openai.OpenAI:
         return self.client
@@ -113,8 +123,14 @@ class OpenAIBatchHook(BaseHook):
         """Upload a local or object-storage file, streamed from its handle (never read whole)."""
         source = as_storage_path(path)
         name = filename or source.name
-        with source.open("rb") as handle:
-            return self.client.files.create(file=(name, handle), purpose=purpose)  # type: ignore[arg-type]
+
+        def upload() -> FileObject:
+            with source.open("rb") as handle:
+                return self.single_shot_client.files.create(file=(name, handle), purpose=purpose)  # type: ignore[arg-type]
+
+        # A retry after a lost reply may store the file twice; the extra copy is never used by a
+        # batch, and nothing bills for it.
+        return self.call_retries.call(f"Upload of {name}", upload, self.log)
 
     def get_file(self, file_id: str) -> FileObject:
         return self.client.files.retrieve(file_id)
@@ -123,8 +139,34 @@ class OpenAIBatchHook(BaseHook):
         return self.client.files.delete(file_id).deleted
 
     def iter_file_chunks(self, file_id: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-        with self.client.files.with_streaming_response.content(file_id) as response:
-            yield from response.iter_bytes(chunk_size)
+        """
+        A file's bytes, each exactly once, in order, through resets and 5xx along the way.
+
+        After a failure the download asks for the rest (``Range: bytes=N-``); a server that
+        answers with the whole file instead has its first N bytes skipped. Failures in a row are
+        bounded by ``call_retries``; any progress starts the count again.
+        """
+        received = failures = 0
+        while True:
+            headers = {"Range": f"bytes={received}-"} if received else {}
+            try:
+                with self.single_shot_client.files.with_streaming_response.content(
+                    file_id, extra_headers=headers
+                ) as response:
+                    skip = _bytes_to_skip(response.http_response, received)
+                    for chunk in response.iter_bytes(chunk_size):
+                        if skip:
+                            chunk, skip = chunk[skip:], max(skip - len(chunk), 0)
+                            if not chunk:
+                                continue
+                        received += len(chunk)
+                        failures = 0
+                        yield chunk
+                return
+            except TRANSIENT_ERRORS as error:
+                failures += 1
+                wait = self.call_retries.note(f"Download of {file_id} at byte {received}", error, failures, self.log)
+                time.sleep(wait)
 
     def iter_file_lines(self, file_id: str) -> LineBlocks:
         """Stream a file's lines as bytes, whatever the chunking of the HTTP body."""
@@ -154,7 +196,8 @@ class OpenAIBatchHook(BaseHook):
             kwargs["metadata"] = dict(metadata)
         if output_expires_after_seconds:
             kwargs["output_expires_after"] = {"anchor": "created_at", "seconds": output_expires_after_seconds}
-        return self.client.batches.create(
+        # No retry on this client: a create whose reply was lost may have made the batch.
+        return self.single_shot_client.batches.create(
             input_file_id=input_file_id,
             endpoint=endpoint,  # type: ignore[arg-type]
             completion_window=COMPLETION_WINDOW,
@@ -162,7 +205,9 @@ class OpenAIBatchHook(BaseHook):
         )
 
     def get_batch(self, batch_id: str) -> Batch:
-        return self.client.batches.retrieve(batch_id)
+        return self.call_retries.call(
+            f"Status read of batch {batch_id}", lambda: self.single_shot_client.batches.retrieve(batch_id), self.log
+        )
 
     def cancel_batch(self, batch_id: str) -> Batch:
         return self.client.batches.cancel(batch_id)
@@ -171,20 +216,35 @@ class OpenAIBatchHook(BaseHook):
         """All batches, newest first; pages are fetched lazily as the iterator advances."""
         yield from self.client.batches.list(limit=page_size)
 
-    def find_batch(self, metadata: Mapping[str, str], *, created_after: float | None = None) -> Batch | None:
+    def find_batches(
+        self,
+        metadata: Mapping[str, str],
+        *,
+        created_after: float | None = None,
+        window: timedelta = timedelta(hours=1),
+    ) -> list[Batch]:
         """
-        The newest batch whose metadata contains every given pair.
+        The batches whose metadata contains every given pair, newest first.
 
-        Listing stops at the first batch older than ``created_after`` (epoch seconds), so a lookup
-        costs a page or two instead of the account's whole history.
+        Listing stops at the first batch older than ``created_after`` (epoch seconds), or older
+        than the newest match by more than ``window``, so a lookup costs a page or two instead of
+        the account's whole history.
         """
-        for batch in self.list_batches():
+        return self.call_retries.call(
+            "Batch lookup by metadata", lambda: self._find_batches(metadata, created_after, window), self.log
+        )
+
+    def _find_batches(self, metadata: Mapping[str, str], created_after: float | None, window: timedelta) -> list[Batch]:
+        found: list[Batch] = []
+        for batch in self.single_shot_client.batches.list(limit=100):
             if created_after is not None and batch.created_at < created_after:
-                return None
-            found = batch.metadata or {}
-            if all(found.get(k) == v for k, v in metadata.items()):
-                return batch
-        return None
+                break
+            if found and batch.created_at < found[0].created_at - window.total_seconds():
+                break
+            tags = batch.metadata or {}
+            if all(tags.get(k) == v for k, v in metadata.items()):
+                found.append(batch)
+        return found
 
 
 # Per event loop: connection settings (as JSON, key included; never logged) -> the shared client.
@@ -204,6 +264,20 @@ def build_async_client(config: ClientConfig) -> openai.AsyncOpenAI:
     if config.is_azure:
         return openai.AsyncAzureOpenAI(**config.kwargs())
     return openai.AsyncOpenAI(**config.kwargs())
+
+
+def _bytes_to_skip(response: Any, received: int) -> int:
+    """How much of a resumed download's body was already delivered: none if the Range was honoured."""
+    if not received:
+        return 0
+    if response.status_code != 206:
+        return received
+    content_range = response.headers.get("content-range", "")
+    if not content_range.startswith(f"bytes {received}-"):
+        raise openai.APIConnectionError(
+            message=f"resumed download answered {content_range!r}, not from byte {received}", request=response.request
+        )
+    return 0
 
 
 def _error_message(err: openai.APIStatusError) -> str:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from airflow.sdk import BaseOperator, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
@@ -31,16 +31,20 @@ from airflow_provider_openai_batch.core.result_table import TableCounts, batch_w
 from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, ReconcileError
 from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShard, RetryShardWriter
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook, as_storage_path
+from airflow_provider_openai_batch.operators.batch_lifecycle import (
+    BatchWaiting,
+    batch_metadata,
+    submit_shard,
+    wait_deadline,
+)
 from airflow_provider_openai_batch.operators.storage import atomic_open, iter_lines, opener_under
-from airflow_provider_openai_batch.operators.submission import IDEMPOTENCY_KEY, submit_shard
 from airflow_provider_openai_batch.sinks.base import ResultSink
 from airflow_provider_openai_batch.sinks.object_storage import ObjectStorageSink
 from airflow_provider_openai_batch.sinks.sql import SqlSink
-from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.triggers.events import batch_summary, check_event
 
 
-class OpenAIBatchResultsOperator(BaseOperator):
+class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
     """
     Turn finished batches into exactly one result row per request, delivered idempotently.
 
@@ -70,7 +74,8 @@ class OpenAIBatchResultsOperator(BaseOperator):
     :param retry_cancelled: also retry requests a cancelled batch never ran.
     :param work_dir: where stages and retry shards go; defaults to the job's build folder.
     :param poll_interval: seconds between status reads of a retry batch.
-    :param wait_timeout: how long to wait for each retry batch; it is then cancelled.
+    :param wait_timeout: how long to wait for each attempt's retry batches; they are then cancelled.
+    :param max_consecutive_errors: transient API errors in a row tolerated while waiting.
     :param reconcile_processes: shards reconciled side by side in worker processes (1: in the
         task's own process). Reconciling is CPU-bound: for jobs of many shards, give it the cores
         the worker can spare for this task. Each shard's request and result files are then first
@@ -97,6 +102,7 @@ class OpenAIBatchResultsOperator(BaseOperator):
         poll_interval: float = 60.0,
         wait_timeout: timedelta | None = timedelta(hours=48),
         reconcile_processes: int = 1,
+        max_consecutive_errors: int = 5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -117,6 +123,7 @@ class OpenAIBatchResultsOperator(BaseOperator):
         self.work_dir = work_dir
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
+        self.max_consecutive_errors = max_consecutive_errors
         if not (isinstance(reconcile_processes, int) and reconcile_processes >= 1):
             raise ValueError(f"reconcile_processes must be a whole number of at least 1, got {reconcile_processes!r}")
         self.reconcile_processes = reconcile_processes
@@ -148,7 +155,7 @@ class OpenAIBatchResultsOperator(BaseOperator):
         if state is None:
             raise AirflowException("resumed without the collection state; clear the task to start over")
         if event["status"] == "timeout":
-            self._timed_out(event["batch_id"], event.get("batch_status"))
+            self.timed_out(event["batch_id"], event.get("batch_status"))
         if event["status"] == "error":
             raise AirflowException(f"Lost track of retry batch {event['batch_id']}: {event['message']}")
         for item in state["items"]:
@@ -199,6 +206,7 @@ class OpenAIBatchResultsOperator(BaseOperator):
         state["attempt"] = attempt + 1
         state["retried"][str(attempt + 1)] = report.retried
         state["items"] = [self._submit_retry(hook, context, state, shard) for shard in retry_shards]
+        state["deadline"] = wait_deadline(self.wait_timeout)
         state["batch_ids"] += [item["batch"]["id"] for item in state["items"]]
         return self._wait(context, state)
 
@@ -277,20 +285,7 @@ class OpenAIBatchResultsOperator(BaseOperator):
             **retry.to_dict(),
             "job_id": state["job_id"],
         }
-        ti = context["ti"]
-        # The attempt is part of the key: two attempts may retry byte-identical files.
-        key = f"{state['job_id'][:200]}:attempt-{retry.attempt}:{retry.shard.sha256[:32]}"
-        metadata = {
-            "airflow_dag_id": ti.dag_id,
-            "airflow_task_id": ti.task_id,
-            "airflow_run_id": ti.run_id,
-            "airflow_map_index": str(ti.map_index),
-            "openai_batch_job": state["job_id"],
-            "openai_batch_shard": str(retry.shard.index),
-            "openai_batch_attempt": str(retry.attempt),
-            IDEMPOTENCY_KEY: key,
-        }
-        batch = submit_shard(hook, shard, {k: v[:512] for k, v in metadata.items()}, log=self.log)
+        batch = submit_shard(hook, shard, batch_metadata(context, shard), log=self.log)
         self.log.info(
             "Attempt %d: %d request(s) resubmitted as batch %s", retry.attempt, retry.shard.requests, batch.id
         )
@@ -304,17 +299,10 @@ class OpenAIBatchResultsOperator(BaseOperator):
                 continue
             item["batch"] = batch_summary(hook.get_batch(item["batch"]["id"]))
             if item["batch"]["status"] not in TERMINAL_STATUSES:
-                deadline = None if self.wait_timeout is None else time.time() + self.wait_timeout.total_seconds()
-                self.defer(
-                    trigger=OpenAIBatchTrigger(
-                        batch_id=item["batch"]["id"],
-                        conn_id=self.conn_id,
-                        poll_interval=self.poll_interval,
-                        deadline=deadline,
-                    ),
-                    method_name="resume",
-                    kwargs={"state": state},
-                )
+                deadline = state.get("deadline")
+                if deadline is not None and time.time() >= deadline:
+                    self.timed_out(item["batch"]["id"], item["batch"]["status"])
+                self.defer_on_batch(context, item["batch"]["id"], deadline, "resume", {"state": state})
         return self._collect(context, state)
 
     def _deliver(self, context: Context, state: dict[str, Any]) -> dict[str, Any]:
@@ -366,14 +354,10 @@ class OpenAIBatchResultsOperator(BaseOperator):
         for outlet in self.outlets or ():
             outlet_events[outlet].extra = summary
 
-    def _timed_out(self, batch_id: str, batch_status: str | None) -> NoReturn:
-        try:
-            OpenAIBatchHook(conn_id=self.conn_id).cancel_batch(batch_id)
-        except Exception as err:  # cancelling is best effort; the timeout matters more
-            self.log.warning("Could not cancel batch %s: %s", batch_id, err)
-        raise AirflowException(
-            f"Timed out waiting for retry batch {batch_id} (wait_timeout={self.wait_timeout}); it was still "
-            f"{batch_status or 'running'} and has been cancelled. Retrying the task collects it as cancelled."
+    def timeout_message(self, batch_id: str | None, batch_status: str | None) -> str:
+        return (
+            f"Timed out waiting for retry batch {batch_id or '(unknown)'} (wait_timeout={self.wait_timeout}); it was "
+            f"still {batch_status or 'running'} and has been cancelled. Retrying the task collects it as cancelled."
         )
 
     # -- OpenLineage ------------------------------------------------------------------------

@@ -5,27 +5,27 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import openai
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseOperator, Context
-from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-from airflow.sdk.exceptions import AirflowException, TaskDeferralTimeout
+from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_openai_batch.core.limits import MAX_METADATA_PAIRS, TERMINAL_STATUSES
+from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 from airflow_provider_openai_batch.core.polling import PollPolicy, Progress, token_limited
 from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
 from airflow_provider_openai_batch.links.batch import OpenAIBatchLink
-from airflow_provider_openai_batch.operators.submission import (
+from airflow_provider_openai_batch.operators.batch_lifecycle import (
     IDEMPOTENCY_KEY,
-    attempt_key,
+    BatchWaiting,
+    batch_metadata,
     find_existing,
     idempotency_key,
     resubmit,
     submit_shard,
+    wait_deadline,
 )
-from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.triggers.events import batch_summary, check_event, failure_message
 
 if TYPE_CHECKING:
@@ -34,12 +34,9 @@ if TYPE_CHECKING:
 # The task state store key holding ``{"batch_id": ..., "attempt": ...}`` for this task instance.
 # Airflow keeps it across retries and clears of the task within a DAG run.
 STATE_KEY = "openai_batch"
-# Airflow's own deferral timeout fires this long after ``wait_timeout``: the trigger reports the
-# timeout itself first; this is the backstop for a wait no triggerer is running.
-DEFERRAL_TIMEOUT_GRACE = timedelta(minutes=5)
 
 
-class OpenAIBatchSubmitOperator(BaseOperator):
+class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
     """
     Upload one shard, create its batch, and wait until it ends — deferred by default.
 
@@ -100,38 +97,18 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         self.token_limit_wait = token_limit_wait
         self.max_consecutive_errors = max_consecutive_errors
 
-    @property
-    def hook(self) -> OpenAIBatchHook:
-        return OpenAIBatchHook(conn_id=self.conn_id)
-
     def idempotency_key(self) -> str:
         return idempotency_key(self.shard)
 
-    def batch_metadata(self, context: Context, attempt: int = 0) -> dict[str, str]:
-        ti = context["ti"]
-        base = {
-            "airflow_dag_id": ti.dag_id,
-            "airflow_task_id": ti.task_id,
-            "airflow_run_id": ti.run_id,
-            "airflow_map_index": str(ti.map_index),
-            "openai_batch_job": str(self.shard["job_id"]),
-            "openai_batch_shard": str(self.shard["index"]),
-            IDEMPOTENCY_KEY: attempt_key(self.shard, attempt),
-        }
-        merged = {**{k: str(v) for k, v in self.metadata.items()}, **base}
-        if len(merged) > MAX_METADATA_PAIRS:
-            raise ValueError(
-                f"batch metadata would have {len(merged)} pairs, over OpenAI's {MAX_METADATA_PAIRS}; "
-                f"the provider uses {len(base)}, so pass at most {MAX_METADATA_PAIRS - len(base)} of your own"
-            )
-        return {k[:64]: v[:512] for k, v in merged.items()}
+    def batch_metadata(self, context: Context, resubmit: int = 0) -> dict[str, str]:
+        return batch_metadata(context, self.shard, self.metadata, resubmit)
 
     # -- entry points -----------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
         hook = self.hook
         batch, attempt = self._attach_or_submit(hook, context)
-        return self._follow(context, hook, batch, attempt, self._deadline())
+        return self._follow(context, hook, batch, attempt, wait_deadline(self.wait_timeout))
 
     def execute_complete(
         self,
@@ -143,7 +120,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
     ) -> dict[str, Any]:
         event = check_event(event)
         if event["status"] == "timeout":
-            self._timed_out(event["batch_id"], event.get("batch_status"))
+            self.timed_out(event["batch_id"], event.get("batch_status"))
         if event["status"] == "error":
             raise AirflowException(f"Lost track of batch {event['batch_id']}: {event['message']}")
         return self._on_end(context, event["batch"], attempt, deadline, waits)
@@ -167,22 +144,6 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             log=self.log,
         )
         return self._follow(context, hook, batch, attempt, deadline, waits)
-
-    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """Airflow's deferral timeout (the backstop of ``wait_timeout``) cancels the batch before failing."""
-        failure = (next_kwargs or {}).get("error")
-        if next_method == TRIGGER_FAIL_REPR and failure == TriggerFailureReason.TRIGGER_TIMEOUT:
-            batch_id = self._recorded_batch_id(context)
-            if batch_id:
-                self._cancel_quietly(batch_id)
-            raise TaskDeferralTimeout(self._timeout_message(batch_id, None))
-        return super().resume_execution(next_method, next_kwargs, context)
-
-    def on_kill(self) -> None:
-        """Killed on the worker (non-deferrable wait, or between submit and defer): stop the batch."""
-        batch_id = getattr(self, "_batch_id", None)
-        if batch_id:
-            self._cancel_quietly(batch_id)
 
     # -- finding and remembering the batch --------------------------------------------------
 
@@ -219,7 +180,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         except openai.NotFoundError:
             self.log.warning("Batch %s recorded in the task state no longer exists", batch_id)
             return None
-        if (batch.metadata or {}).get(IDEMPOTENCY_KEY) != attempt_key(self.shard, attempt):
+        if (batch.metadata or {}).get(IDEMPOTENCY_KEY) != idempotency_key(self.shard, attempt):
             self.log.info("Batch %s recorded in the task state is for another job or file; not re-using it", batch_id)
             return None
         self.log.info("Re-attaching to batch %s (%s) recorded in the task state", batch.id, batch.status)
@@ -227,19 +188,14 @@ class OpenAIBatchSubmitOperator(BaseOperator):
 
     def _remember(self, context: Context, batch_id: str, attempt: int) -> None:
         """Record the batch before waiting, so a retry or the extra link finds it."""
-        self._batch_id = batch_id
-        context["ti"].xcom_push(key="batch_id", value=batch_id)
+        self.remember_batch(context, batch_id)
         store = context.get("task_state_store")
         if store is not None:
             store.set(STATE_KEY, {"batch_id": batch_id, "attempt": attempt})
 
-    def _recorded_batch_id(self, context: Context) -> str | None:
+    def waited_batch_id(self, context: Context) -> str | None:
         recorded = self._recorded(context)
-        if recorded is not None:
-            return recorded[0]
-        ti = context["ti"]
-        value = ti.xcom_pull(task_ids=ti.task_id, key="batch_id", map_indexes=ti.map_index)
-        return value if isinstance(value, str) else None
+        return recorded[0] if recorded is not None else super().waited_batch_id(context)
 
     # -- waiting ----------------------------------------------------------------------------
 
@@ -262,28 +218,9 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         if batch.status in TERMINAL_STATUSES:
             return self._on_end(context, batch_summary(batch), attempt, deadline, waits)
         if self.deferrable:
-            self.defer(
-                trigger=OpenAIBatchTrigger(
-                    batch_id=batch.id,
-                    conn_id=self.conn_id,
-                    poll_interval=self.poll_interval,
-                    deadline=deadline,
-                    max_consecutive_errors=self.max_consecutive_errors,
-                ),
-                method_name="execute_complete",
-                kwargs={"attempt": attempt, "deadline": deadline, "waits": waits},
-                timeout=self._deferral_timeout(deadline),
-            )
+            kwargs = {"attempt": attempt, "deadline": deadline, "waits": waits}
+            self.defer_on_batch(context, batch.id, deadline, "execute_complete", kwargs)
         return self._on_end(context, self._wait_here(hook, batch.id, deadline), attempt, deadline, waits)
-
-    def _deadline(self) -> float | None:
-        return None if self.wait_timeout is None else time.time() + self.wait_timeout.total_seconds()
-
-    def _deferral_timeout(self, deadline: float | None) -> timedelta | None:
-        if deadline is None:
-            return None
-        grace = max(DEFERRAL_TIMEOUT_GRACE, timedelta(seconds=2 * self.poll_interval))
-        return timedelta(seconds=max(deadline - time.time(), 0.0)) + grace
 
     def _wait_here(self, hook: OpenAIBatchHook, batch_id: str, deadline: float | None) -> dict[str, Any]:
         """The non-deferrable wait: the same policy as the trigger, on the worker."""
@@ -299,7 +236,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
                 if decision == "give_up":
                     raise AirflowException(f"Lost track of batch {batch_id}: {errors} consecutive API errors") from err
                 if decision == "timeout":
-                    self._timed_out(batch_id, None)
+                    self.timed_out(batch_id, None)
                 time.sleep(policy.sleep_for(time.time(), errors))
                 continue
             errors = 0
@@ -308,7 +245,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
             if decision == "done":
                 return batch_summary(batch)
             if decision == "timeout":
-                self._timed_out(batch_id, batch.status)
+                self.timed_out(batch_id, batch.status)
             time.sleep(policy.sleep_for(time.time()))
 
     # -- endings ----------------------------------------------------------------------------
@@ -331,7 +268,7 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         """
         hook = self.hook
         following = attempt + 1
-        if self.reattach and (existing := find_existing(hook, attempt_key(self.shard, following))) is not None:
+        if self.reattach and (existing := find_existing(hook, idempotency_key(self.shard, following), self.log)):
             self.log.info("Batch %s was already resubmitted as %s", batch["id"], existing.id)
             return self._follow(context, hook, existing, following, deadline, waits)
         if waits >= self.token_limit_resubmits:
@@ -360,17 +297,6 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         time.sleep(max(resume_at - time.time(), 0.0))
         return self.resubmit(context, None, following, deadline, batch["id"], waits + 1)
 
-    def _timed_out(self, batch_id: str, batch_status: str | None) -> NoReturn:
-        self._cancel_quietly(batch_id)
-        raise AirflowException(self._timeout_message(batch_id, batch_status))
-
-    def _timeout_message(self, batch_id: str | None, batch_status: str | None) -> str:
-        return (
-            f"Timed out waiting for batch {batch_id or '(unknown)'} (wait_timeout={self.wait_timeout}); the batch "
-            f"was still {batch_status or 'running'} and has been cancelled. This is a wait timeout, not a batch "
-            "failure: finished requests are in its output file."
-        )
-
     def _finish(self, batch: dict[str, Any]) -> dict[str, Any]:
         status = batch["status"]
         if status == "failed":
@@ -387,10 +313,3 @@ class OpenAIBatchSubmitOperator(BaseOperator):
         if status in ("expired", "cancelled"):
             self.log.warning("Batch %s %s: its finished requests are passed on; the rest are not", batch["id"], status)
         return {"shard": dict(self.shard), "batch": batch}
-
-    def _cancel_quietly(self, batch_id: str) -> None:
-        try:
-            self.hook.cancel_batch(batch_id)
-            self.log.info("Cancelled batch %s", batch_id)
-        except Exception as err:  # cancelling is best effort; the original failure matters more
-            self.log.warning("Could not cancel batch %s: %s", batch_id, err)

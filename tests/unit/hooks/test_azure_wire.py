@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-from airflow_provider_openai_batch.operators.submission import submit_shard
+from airflow_provider_openai_batch.operators.batch_lifecycle import submit_shard
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from tests.conftest import TEST_API_KEY
 from tests.unit.operators.fakes import RecordingTI

@@ -87,17 +87,16 @@ def test_list_batches_pages_through_everything_and_find_batch_matches_metadata(h
     listed = [b.id for b in hook.list_batches(page_size=2)]
     assert {b.id for b in created} <= set(listed)
     assert listed.index(created[-1].id) < listed.index(created[0].id)  # newest first
-    found = hook.find_batch({"marker": marker, "n": "3"})
-    assert found is not None
-    assert found.id == created[3].id
-    assert hook.find_batch({"marker": "nobody"}) is None
+    assert [b.id for b in hook.find_batches({"marker": marker, "n": "3"})] == [created[3].id]
+    assert [b.id for b in hook.find_batches({"marker": marker})] == [b.id for b in reversed(created)]
+    assert hook.find_batches({"marker": "nobody"}) == []
 
 
-def test_find_batch_stops_at_the_lookback_window(hook, input_file):
+def test_find_batches_stops_at_the_lookback_window(hook, input_file):
     uploaded = hook.upload_file(input_file)
     marker = f"old-{time.time_ns()}"
     hook.create_batch(input_file_id=uploaded.id, endpoint="/v1/chat/completions", metadata={"marker": marker})
-    assert hook.find_batch({"marker": marker}, created_after=time.time() + 60) is None
+    assert hook.find_batches({"marker": marker}, created_after=time.time() + 60) == []
 
 
 def test_cancel_batch(hook, input_file, emulator):
@@ -147,3 +146,32 @@ def test_connection_of_the_official_openai_type_works(emulator, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_OFFICIAL", json.dumps(conn))
     ok, _ = OpenAIBatchHook(conn_id="official").test_connection()
     assert ok
+
+
+def test_a_resumed_download_skips_what_it_had_when_the_server_ignores_range():
+    """A service that answers a Range request with the whole file again: no byte twice, none lost."""
+    import httpx2
+    from openai import OpenAI
+
+    from airflow_provider_openai_batch.hooks.call_retries import CallRetries
+
+    whole = b"".join(b'{"custom_id":"r%d"}\n' % i for i in range(50))
+    asked: list[str | None] = []
+
+    def cut_body():
+        yield whole[:333]
+        raise httpx2.ReadError("connection reset by peer")
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        asked.append(request.headers.get("range"))
+        body = cut_body() if len(asked) == 1 else iter([whole])
+        return httpx2.Response(200, content=body, headers={"content-length": str(len(whole))})
+
+    hook = OpenAIBatchHook(call_retries=CallRetries(base_delay=0.001))
+    client = OpenAI(
+        base_url="http://service/v1", api_key="sk-x", http_client=httpx2.Client(transport=httpx2.MockTransport(handler))
+    )
+    hook.__dict__["single_shot_client"] = client.with_options(max_retries=0)
+
+    assert b"".join(hook.iter_file_chunks("file-1", chunk_size=100)) == whole
+    assert asked == [None, "bytes=300-"]  # from the last whole chunk handed on

@@ -19,8 +19,8 @@ from airflow.sdk.exceptions import AirflowException, TaskDeferred
 from airflow_provider_openai_batch.core.memory_pool import CHOICE_VARIABLE, returning_pool
 from airflow_provider_openai_batch.core.shards import ShardWriter
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.operators.batch_lifecycle import submit_shard
 from airflow_provider_openai_batch.operators.results import OpenAIBatchResultsOperator
-from airflow_provider_openai_batch.operators.submission import submit_shard
 from airflow_provider_openai_batch.sinks.base import ResultSink
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.triggers.events import batch_summary

@@ -18,7 +18,7 @@ from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk.exceptions import AirflowException, TaskDeferralTimeout, TaskDeferred
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-from airflow_provider_openai_batch.operators.submission import attempt_key
+from airflow_provider_openai_batch.operators.batch_lifecycle import idempotency_key
 from airflow_provider_openai_batch.operators.submit import STATE_KEY, OpenAIBatchSubmitOperator
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from tests.conftest import TEST_API_KEY
@@ -337,8 +337,8 @@ def test_a_token_limit_refusal_waits_then_resubmits_the_same_file(openai_conn, t
         lift = functools.partial(emulator.update_settings, enqueued_token_limit=10**6)
         result = run_inline(op, stored_context(), before_timer=lift)
     assert result["batch"]["status"] == "completed"
-    (refused,) = batches_with_key(attempt_key(shard, 0))
-    (resubmitted,) = batches_with_key(attempt_key(shard, 1))
+    (refused,) = batches_with_key(idempotency_key(shard, 0))
+    (resubmitted,) = batches_with_key(idempotency_key(shard, 1))
     assert refused.status == "failed" and refused.errors.data[0].code == "token_limit_exceeded"
     assert resubmitted.id == result["batch"]["id"]
     assert resubmitted.input_file_id == refused.input_file_id  # not uploaded again
@@ -368,7 +368,7 @@ def test_token_limit_resubmissions_are_bounded(openai_conn, tmp_path, emulator):
     op = operator(shard, token_limit_resubmits=2, token_limit_wait=timedelta(0))
     with refused_for_tokens(emulator), pytest.raises(AirflowException, match="after 2 resubmission"):
         run_inline(op, stored_context())
-    assert [len(batches_with_key(attempt_key(shard, n))) for n in range(4)] == [1, 1, 1, 0]
+    assert [len(batches_with_key(idempotency_key(shard, n))) for n in range(4)] == [1, 1, 1, 0]
 
 
 def test_a_retry_walks_the_resubmissions_made_and_goes_on_from_the_last(openai_conn, tmp_path, emulator):
@@ -379,8 +379,8 @@ def test_a_retry_walks_the_resubmissions_made_and_goes_on_from_the_last(openai_c
     # neither again, and resubmits once more with a fresh budget.
     result = run_inline(operator(shard, token_limit_resubmits=1, token_limit_wait=timedelta(0)), stored_context())
     assert result["batch"]["status"] == "completed"
-    assert [len(batches_with_key(attempt_key(shard, n))) for n in range(4)] == [1, 1, 1, 0]
-    assert result["batch"]["id"] == batches_with_key(attempt_key(shard, 2))[0].id
+    assert [len(batches_with_key(idempotency_key(shard, n))) for n in range(4)] == [1, 1, 1, 0]
+    assert result["batch"]["id"] == batches_with_key(idempotency_key(shard, 2))[0].id
 
 
 # -- timeouts and kills ---------------------------------------------------------------------------

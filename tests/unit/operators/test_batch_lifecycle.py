@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-from airflow_provider_openai_batch.operators.submission import IDEMPOTENCY_KEY, idempotency_key, submit_shard
+from airflow_provider_openai_batch.operators.batch_lifecycle import IDEMPOTENCY_KEY, idempotency_key, submit_shard
 from tests.unit.operators.test_submit import batches_with_key, make_shard, request
 
 
