@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from airflow_provider_openai_batch.emulator.runtime import EmulatorRuntime
 
-_CREATE = re.compile(r"^/(?:v1|openai)/batches/?$")
+_BATCHES = _CREATE = re.compile(r"^/(?:v1|openai)/batches/?$")
 _STATUS = re.compile(r"^/(?:v1|openai)/batches/[^/]+/?$")
 _UPLOAD = re.compile(r"^/(?:v1|openai)/files/?$")
 _DOWNLOAD = re.compile(r"^/(?:v1|openai)/files/[^/]+/content/?$")
@@ -77,7 +77,11 @@ class ConnectionFaults:
             if settings.reset_after_upload > 0:
                 await self._after_commit(scope, receive, send, "reset_after_upload", _drop)
                 return
-        elif method == "GET" and _STATUS.match(path) and self.runtime.take("reset_status_reads"):
+        elif (
+            method == "GET"
+            and (_STATUS.match(path) or _BATCHES.match(path))
+            and self.runtime.take("reset_status_reads")
+        ):
             await _drop(send)
         elif method == "GET" and _DOWNLOAD.match(path) and settings.cut_downloads > 0:
             await self.app(scope, receive, self._cutting(send))

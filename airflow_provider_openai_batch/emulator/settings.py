@@ -53,7 +53,7 @@ class EmulatorSettings:
     error_after_create: int = _knob(0, "batch creates committed, then answered with HTTP 500")
     reset_before_upload: int = _knob(0, "file uploads dropped before the file is stored")
     reset_after_upload: int = _knob(0, "file uploads stored, then the connection dropped with no reply")
-    reset_status_reads: int = _knob(0, "batch status reads (GET /batches/{id}) dropped with no reply")
+    reset_status_reads: int = _knob(0, "batch status reads (a batch or the batch list) dropped with no reply")
     cut_downloads: int = _knob(0, "file downloads cut off after cut_download_after_bytes bytes")
     cut_download_after_bytes: int = _knob(1024, "bytes a cut download sends before the connection drops")
 

@@ -107,6 +107,26 @@ def _base_url(conn: ConnectionLike) -> str | None:
     return host.rstrip("/")
 
 
+def _api_key(password: str | None) -> str | None:
+    """
+    The key as the service knows it: a key read from a file often ends in a newline.
+
+    The HTTP library refuses a header holding a control character with an error that quotes the
+    whole header, key included, in a form the log masker does not recognise; so such a key is
+    refused here, by position, before any client sees it.
+    """
+    key = (password or "").strip()
+    if not key:
+        return None
+    bad = next((i for i, char in enumerate(key) if not " " < char < "\x7f"), None)
+    if bad is not None:
+        raise ValueError(
+            f"the connection's API key has a character HTTP headers cannot carry at position {bad + 1} "
+            f"of {len(key)} (a space, control or non-ASCII character); paste the key again"
+        )
+    return key
+
+
 def client_config_from_connection(conn: ConnectionLike) -> ClientConfig:
     """Read the connection once; invalid numbers fail with the field's name, never its secret."""
     extra = _extra_dict(conn)
@@ -123,7 +143,7 @@ def client_config_from_connection(conn: ConnectionLike) -> ClientConfig:
     if not isinstance(client_kwargs, dict):
         raise ValueError("connection extra 'openai_client_kwargs' must be a JSON object")
     return ClientConfig(
-        api_key=conn.password or None,
+        api_key=_api_key(conn.password),
         base_url=_base_url(conn),
         organization=_field(extra, "organization"),
         project=_field(extra, "project"),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import openai
 from airflow.sdk import BaseHook, ObjectStoragePath
+from airflow.sdk.log import mask_secret
 
 from airflow_provider_openai_batch.core.limits import COMPLETION_WINDOW
 from airflow_provider_openai_batch.core.line_blocks import LineBlocks
@@ -70,7 +71,7 @@ class OpenAIBatchHook(BaseHook):
 
     @cached_property
     def client_config(self) -> ClientConfig:
-        return client_config_from_connection(self.get_connection(self.conn_id))
+        return _masked_config(self.get_connection(self.conn_id))
 
     @cached_property
     def client(self) -> openai.OpenAI:
@@ -87,7 +88,7 @@ class OpenAIBatchHook(BaseHook):
     async def get_async_client(self) -> openai.AsyncOpenAI:
         """Build the async client without blocking the event loop (triggerer-safe)."""
         conn = await BaseHook.aget_connection(self.conn_id)
-        return build_async_client(client_config_from_connection(conn))
+        return build_async_client(_masked_config(conn))
 
     async def get_shared_async_client(self) -> openai.AsyncOpenAI:
         """
@@ -98,7 +99,7 @@ class OpenAIBatchHook(BaseHook):
         pools. The connection is still read at every call, so a changed key or URL gets its own
         client. Callers must not close it; it lives as long as the loop.
         """
-        config = client_config_from_connection(await BaseHook.aget_connection(self.conn_id))
+        config = _masked_config(await BaseHook.aget_connection(self.conn_id))
         key = json.dumps(config.kwargs(), sort_keys=True, default=str)
         loop = asyncio.get_running_loop()
         clients = _SHARED_ASYNC_CLIENTS.setdefault(loop, {})
@@ -252,6 +253,14 @@ _SHARED_ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict
     weakref.WeakKeyDictionary()
 )
 _SHARED_CLIENT_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _masked_config(conn: Any) -> ClientConfig:
+    """Airflow masks the password as stored; the key actually sent (stripped) is masked too."""
+    config = client_config_from_connection(conn)
+    if config.api_key:
+        mask_secret(config.api_key)
+    return config
 
 
 def build_sync_client(config: ClientConfig) -> openai.OpenAI:

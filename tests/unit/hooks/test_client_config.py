@@ -78,3 +78,15 @@ def test_repr_and_errors_never_show_the_key():
 def test_extra_that_is_not_json_is_a_clear_error():
     with pytest.raises(ValueError, match="extra is not valid JSON"):
         client_config_from_connection(Conn(extra="{oops"))
+
+
+@pytest.mark.parametrize("stored", ["sk-abc123\n", "sk-abc123\r\n", "  sk-abc123 \t"])
+def test_a_key_read_from_a_file_is_sent_without_its_surrounding_whitespace(stored):
+    assert client_config_from_connection(Conn(password=stored)).api_key == "sk-abc123"
+
+
+@pytest.mark.parametrize("stored", ["sk-abc\n123", "sk-abc 123", "sk-abcé123"])
+def test_a_key_no_header_can_carry_is_refused_by_position_without_quoting_it(stored):
+    with pytest.raises(ValueError, match="position 7 of") as refused:
+        client_config_from_connection(Conn(password=stored))
+    assert "abc" not in str(refused.value)
