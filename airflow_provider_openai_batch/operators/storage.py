@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import functools
+import glob
+import io
+import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
@@ -14,18 +19,44 @@ from airflow_provider_openai_batch.core.line_blocks import LineBlocks, opened_li
 from airflow_provider_openai_batch.hooks.openai_batch import PathLike, as_storage_path
 
 LOCAL_PROTOCOLS = ("file", "local", "")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def opener_under(base: PathLike):
-    """A shard opener for :class:`~airflow_provider_openai_batch.core.shards.ShardWriter`."""
+    """
+    A shard opener for :class:`~airflow_provider_openai_batch.core.shards.ShardWriter`.
+
+    A local shard is written under a new, unpredictable name and renamed over its own when
+    closed: a file or symlink planted at the shard's path is replaced, never written through.
+    """
     root = as_storage_path(base)
     root.mkdir(parents=True, exist_ok=True)
+    local = root.protocol in LOCAL_PROTOCOLS
 
     def open_shard(name: str) -> tuple[str, IO[bytes]]:
         target = root / name
+        if local:
+            return str(target), _PublishOnClose(Path(target.path))
         return str(target), target.open("wb")
 
     return open_shard
+
+
+class _PublishOnClose(io.BufferedWriter):
+    """A file written beside ``final`` (created exclusively) and renamed to it on close."""
+
+    def __init__(self, final: Path) -> None:
+        fd, temp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        super().__init__(io.FileIO(fd, "wb"), buffer_size=1024 * 1024)
+        self._temp, self._final = temp, final
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        os.chmod(self._temp, 0o666 & ~_UMASK)  # what a plain open() would have given it
+        os.replace(self._temp, self._final)
 
 
 def iter_lines(path: PathLike) -> LineBlocks:
@@ -45,6 +76,8 @@ def atomic_open(path: ObjectStoragePath, block_size: int | None = None) -> Itera
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     is_local = path.protocol in LOCAL_PROTOCOLS
+    if is_local:
+        _remove_stale_partials(Path(path.path))
     target = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial") if is_local else path
     # The fsspec file itself (not the path's lineage-tracking wrapper): its upload must be discardable.
     options = {} if block_size is None else {"block_size": block_size}
@@ -61,6 +94,12 @@ def atomic_open(path: ObjectStoragePath, block_size: int | None = None) -> Itera
     handle.close()
     if is_local:
         target.rename(path)
+
+
+def _remove_stale_partials(final: Path) -> None:
+    """Partials of this very file left by a killed writer: only a rename ever completes one."""
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.*.partial"):
+        stale.unlink(missing_ok=True)
 
 
 def write_atomically(path: ObjectStoragePath, chunks: Iterator[bytes]) -> int:

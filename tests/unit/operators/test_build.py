@@ -8,6 +8,7 @@ import pytest
 
 from airflow_provider_openai_batch.core.costs import BudgetExceededError
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
+from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.shards import Manifest
 from airflow_provider_openai_batch.core.validation import BatchInputError
 from airflow_provider_openai_batch.operators.build import OpenAIBatchBuildOperator
@@ -41,11 +42,12 @@ def test_build_writes_shards_and_manifest_and_returns_mappable_shard_list(tmp_pa
     shards, pushed = build(tmp_path, records, max_requests_per_shard=2)
     assert [s["requests"] for s in shards] == [2, 2, 1]
     assert pushed["summary"]["requests"] == 5
-    assert pushed["summary"]["job_id"] == "job_.._1"  # a job id can never climb out of work_dir
+    job_id = pushed["summary"]["job_id"]
+    assert job_id == safe_name("job/../1") and job_id.startswith("job_.._1-")  # never out of work_dir
     for shard in shards:
         data = local(shard["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == shard["sha256"]
-        assert shard["path"].startswith(f"file://{tmp_path}/job_.._1/requests/")
+        assert shard["path"].startswith(f"file://{tmp_path}/{job_id}/requests/")
     manifest = Manifest.from_json(local(shards[0]["manifest"]).read_bytes())
     assert manifest.requests == 5
     assert [s.sha256 for s in manifest.shards] == [s["sha256"] for s in shards]
@@ -137,7 +139,7 @@ def test_a_missing_records_file_is_an_input_error(tmp_path):
 
 
 def manifest_of(tmp_path) -> Path:
-    return tmp_path / "job_.._1" / "manifest.json"
+    return tmp_path / safe_name("job/../1") / "manifest.json"
 
 
 def test_an_invalid_body_fails_the_task_with_a_path_line_message_and_no_manifest(tmp_path):
@@ -147,7 +149,8 @@ def test_an_invalid_body_fails_the_task_with_a_path_line_message_and_no_manifest
     with pytest.raises(BatchInputError) as failure:
         build(tmp_path, records, body={"max_token": 3, "temperature": 0}, max_requests_per_shard=2)
     message = str(failure.value)
-    shard = f"file://{tmp_path}/job_.._1/requests/job_.._1-shard-00000.jsonl"
+    job_id = safe_name("job/../1")
+    shard = f"file://{tmp_path}/{job_id}/requests/{job_id}-shard-00000.jsonl"
     # the same parameter is on every line: the first one is enough to fail, before the rest is written
     assert message.splitlines()[1:] == [
         f"{shard}:1: invalid body for /v1/chat/completions: unknown key `max_token` at body"
@@ -255,3 +258,20 @@ def test_build_reads_a_folder_of_parts_in_name_order(tmp_path):
     shards, _ = build(tmp_path, str(folder))
     lines = [json.loads(line) for line in local(shards[0]["path"]).read_text().splitlines()]
     assert [line["custom_id"] for line in lines] == ["a", "b", "c"]
+
+
+def test_a_symlink_planted_at_a_shard_path_is_replaced_not_written_through(tmp_path):
+    job_id = safe_name("job/../1")
+    requests_dir = tmp_path / job_id / "requests"
+    requests_dir.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    planted = requests_dir / f"{job_id}-shard-00000.jsonl"
+    planted.symlink_to(victim)
+
+    shards, _ = build(tmp_path, [{"id": "r1", "text": "a"}])
+
+    assert victim.read_text() == "keep me"
+    assert not planted.is_symlink()
+    assert local(shards[0]["path"]).read_bytes().count(b"\n") == 1
+    assert [p.name for p in requests_dir.iterdir() if p.name.endswith(".partial")] == []

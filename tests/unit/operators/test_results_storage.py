@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import uuid
 
 import boto3
@@ -60,3 +63,28 @@ def test_local_write_goes_through_a_temporary_file_renamed_over_the_target(tmp_p
         assert len(list(tmp_path.iterdir())) == 2
     assert target.read_bytes() == b"new"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_a_write_killed_midway_leaves_a_partial_the_next_write_of_that_file_removes(tmp_path):
+    job_dir, other_job = tmp_path / "job-a", tmp_path / "job-b"
+    other_job.mkdir()
+    others = other_job / ".results.parquet.0123456789ab.partial"
+    others.write_bytes(b"another job's write in progress")
+    killed = (
+        "import os, signal\n"
+        "from airflow.sdk import ObjectStoragePath\n"
+        "from airflow_provider_openai_batch.operators.storage import atomic_open\n"
+        f"with atomic_open(ObjectStoragePath('file://{job_dir}/results.parquet')) as out:\n"
+        "    out.write(b'half a file'); out.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", killed], check=False)
+    assert done.returncode == -signal.SIGKILL
+    (stale,) = job_dir.glob(".results.parquet.*.partial")
+
+    with atomic_open(ObjectStoragePath(f"file://{job_dir}/results.parquet")) as out:
+        out.write(b"whole")
+
+    assert not stale.exists()
+    assert (job_dir / "results.parquet").read_bytes() == b"whole"
+    assert others.exists()
