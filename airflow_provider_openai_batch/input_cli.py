@@ -67,6 +67,7 @@ def run_estimate(args: argparse.Namespace, out: TextIO | None = None, err: TextI
     out, err = out or sys.stdout, err or sys.stderr
     from airflow_provider_openai_batch.core.costs import PriceTable, check_budget
     from airflow_provider_openai_batch.core.input_files import LineEstimator
+    from airflow_provider_openai_batch.core.line_blocks import capped_lines
 
     try:
         prices = PriceTable.load(args.prices)
@@ -79,15 +80,21 @@ def run_estimate(args: argparse.Namespace, out: TextIO | None = None, err: TextI
         estimator = LineEstimator()
         try:
             with _open(path) as handle:
-                for line in handle:
+                for line in capped_lines(handle):
                     estimator.add(line)
         except OSError as problem:
             print(f"error: {path}: {problem}", file=err)
             code = EXIT_PROBLEMS
             continue
+        if not estimator.requests and not estimator.skipped:
+            print(f"error: {path}: empty file: no requests to estimate", file=err)
+            code = EXIT_PROBLEMS
+            continue
         estimate = estimator.estimate(prices)
         totals.append(estimate)
         print(f"{path}: {estimate.describe()}", file=out)
+        for number, why in estimator.problems:
+            print(f"{path}:{number}: {why}", file=err)
         if estimator.skipped:
             code = EXIT_PROBLEMS
     if len(totals) > 1:

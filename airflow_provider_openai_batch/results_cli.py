@@ -57,7 +57,11 @@ def run_reconcile(args: argparse.Namespace) -> int:
         if path is not None and not path.is_file():
             print(f"openai-batch reconcile: {path}: no such file", file=sys.stderr)
             return 2
-    fmt = format_of(str(args.dest))
+    try:
+        fmt = format_of(str(args.dest))
+    except ValueError as problem:
+        print(f"openai-batch reconcile: {problem}", file=sys.stderr)
+        return 2
     answers = args.output or args.errors
     outcome = BatchOutcome(
         job_id=args.job_id or args.requests.stem,

@@ -91,7 +91,7 @@ def score(summary: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, An
         answered += 1
         correct += (row.get("content") or "").strip().strip(".").lower() == labels.get(row["custom_id"])
     return {
-        "model": summary["job_id"].rsplit("__", 1)[-1],
+        "model": summary["job_id"].split("__", 1)[0],
         "requests": summary["requests"],
         "answered": answered,
         "accuracy": correct / summary["requests"] if summary["requests"] else 0.0,
@@ -143,7 +143,8 @@ with DAG(
         body={"max_tokens": 3, "temperature": 0},
         work_dir=f"{WORK_DIR}/requests",
     ).expand_kwargs(
-        [{"model": model, "job_id": f"{{{{ dag.dag_id }}}}__{{{{ run_id }}}}__{model}"} for model in MODELS]
+        # The model leads the job id: ids with characters a path cannot hold get a hash at the end.
+        [{"model": model, "job_id": f"{model}__{{{{ dag.dag_id }}}}__{{{{ run_id }}}}"} for model in MODELS]
     )
 
     @task

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / ".demo"
 BIN = Path(sys.executable).parent
 RESULTS_DB = DEMO / "work" / "results.db"
+SENSOR_DAG = "openai_batch_sensor"
 
 
 def free_port() -> int:
@@ -131,6 +132,46 @@ def _first_rows(path: Path, count: int) -> list[dict]:
     return rows
 
 
+def submit_sample_batch(base_url: str, api_key: str) -> str:
+    """Twenty feedback rows as a batch, created with the plain ``openai`` client."""
+    from openai import OpenAI
+
+    feedback = ROOT / "example_dags" / "data" / "customer_feedback.jsonl"
+    rows = [json.loads(line) for line in feedback.read_text().splitlines()[:20]]
+    lines = [
+        json.dumps(
+            {
+                "custom_id": row["feedback_id"],
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": "gpt-4o-mini",
+                    "messages": [
+                        {"role": "user", "content": f"Sentiment (positive, negative or neutral): {row['text']}"}
+                    ],
+                    "max_tokens": 3,
+                },
+            }
+        )
+        for row in rows
+    ]
+    client = OpenAI(base_url=base_url, api_key=api_key)
+    uploaded = client.files.create(file=("sample.jsonl", "\n".join(lines).encode() + b"\n"), purpose="batch")
+    return client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h").id
+
+
+def print_landed(api_key: str) -> int:
+    landed = sorted((DEMO / "work" / "landed").rglob("*.jsonl"))
+    if not landed:
+        raise SystemExit(f"the sensor landed no files; see {DEMO / 'logs'}")
+    print(f"\nDAG {SENSOR_DAG}: landed {len(landed)} file(s)")
+    for path in landed:
+        print(f"  {path}  ({sum(1 for _ in path.open('rb'))} lines)")
+    leaks = key_leaks(api_key)
+    print(f"  API key in logs or files: {'FOUND in ' + ', '.join(map(str, leaks)) if leaks else 'none'}")
+    return 1 if leaks else 0
+
+
 def key_leaks(api_key: str) -> list[Path]:
     needle = api_key.encode()
     return [p for p in DEMO.rglob("*") if p.is_file() and needle in p.read_bytes()]
@@ -164,8 +205,13 @@ def main() -> int:
         )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/_emulator/health")
+        command = [str(BIN / "airflow"), "dags", "test", args.dag]
+        if args.dag == SENSOR_DAG:  # it waits for a batch made elsewhere: make one, as a notebook would
+            batch_id = submit_sample_batch(base_url, api_key)
+            print(f"Submitted batch {batch_id} outside Airflow for the sensor to wait for ...")
+            command += ["-c", json.dumps({"batch_id": batch_id})]
         print(f"Running DAG {args.dag} with `airflow dags test` ...")
-        code = run_logged([str(BIN / "airflow"), "dags", "test", args.dag], env, log)
+        code = run_logged(command, env, log)
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
@@ -173,6 +219,8 @@ def main() -> int:
         print(f"The DAG run failed; its log: {log}", file=sys.stderr)
         return code
 
+    if args.dag == SENSOR_DAG:
+        return print_landed(api_key)
     summary = print_summary(args.dag)
     leaks = key_leaks(api_key)
     print(f"  API key in logs or files: {'FOUND in ' + ', '.join(map(str, leaks)) if leaks else 'none'}")

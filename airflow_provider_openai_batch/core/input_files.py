@@ -18,9 +18,17 @@ import msgspec
 from airflow_provider_openai_batch.core.building import JobEstimate, ShardReader
 from airflow_provider_openai_batch.core.costs import Estimate, PriceTable, UnknownModelPriceError
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
+from airflow_provider_openai_batch.core.limits import MAX_LINE_BYTES
+from airflow_provider_openai_batch.core.line_blocks import capped_lines
 from airflow_provider_openai_batch.core.shards import Shard
 from airflow_provider_openai_batch.core.tokens import count_request_tokens
-from airflow_provider_openai_batch.core.validation import FileSummary, ValidationReport, Validator
+from airflow_provider_openai_batch.core.validation import (
+    LINE_TOO_LONG,
+    NESTED_TOO_DEEP,
+    FileSummary,
+    ValidationReport,
+    Validator,
+)
 
 
 class _Request(msgspec.Struct):
@@ -36,6 +44,11 @@ class _FirstLine(msgspec.Struct):
     body: dict = msgspec.field(default_factory=dict)
 
 
+# What reading an untrusted line can raise besides a clean result: bad JSON, bad UTF-8, and JSON
+# nested deeper than the decoder's recursion allows.
+_UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+_BOM = b"\xef\xbb\xbf"
+
 _decode_request = msgspec.json.Decoder(_Request).decode
 _decode_id = msgspec.json.Decoder(_Id).decode
 _decode_first = msgspec.json.Decoder(_FirstLine).decode
@@ -44,24 +57,32 @@ _decode_first = msgspec.json.Decoder(_FirstLine).decode
 class LineEstimator:
     """Input tokens (exact, per body) and the output ceiling of request lines as they stream by.
 
-    Lines that do not decode, or whose endpoint has no token counter, are counted in ``skipped``
-    (the validator reports what is wrong with them).
+    Lines that do not decode, or whose endpoint has no token counter, are counted in ``skipped``;
+    the first few are kept in ``problems`` as ``(line number, why)`` (the validator reports
+    everything wrong with them).
     """
+
+    MAX_PROBLEMS = 10
 
     def __init__(self) -> None:
         self.requests = self.input_tokens = self.max_output_tokens = self.uncapped = self.skipped = 0
+        self.lines = 0
         self.models: set[str] = set()
+        self.problems: list[tuple[int, str]] = []
         self.note = ""
 
     def add(self, line: bytes) -> None:
+        self.lines += 1
+        if len(line) > MAX_LINE_BYTES:
+            self._skip(LINE_TOO_LONG)
+            return
         if not line.strip():
             return
         try:
             request = _decode_request(line)
             tokens = count_request_tokens(request.url, request.body)
-        except (msgspec.DecodeError, OpenAIBatchInputError, TypeError, AttributeError) as err:
-            self.skipped += 1
-            self.note = self.note or f"{self.skipped} line(s) not estimated: {err}"
+        except (*_UNREADABLE, OpenAIBatchInputError, TypeError, AttributeError) as err:
+            self._skip(_why_unreadable(line, err))
             return
         self.requests += 1
         self.input_tokens += tokens.input_tokens
@@ -70,6 +91,12 @@ class LineEstimator:
         model = request.body.get("model")
         if isinstance(model, str):
             self.models.add(model)
+
+    def _skip(self, why: str) -> None:
+        self.skipped += 1
+        if len(self.problems) < self.MAX_PROBLEMS:
+            self.problems.append((self.lines, why))
+        self.note = f"{self.skipped} line(s) not estimated (first: line {self.problems[0][0]})"
 
     def estimate(self, prices: PriceTable) -> JobEstimate:
         """Totals priced with ``prices``; unpriced when the model has no price or there are several."""
@@ -134,10 +161,20 @@ class _Tee:
             yield line
 
 
+def _why_unreadable(line: bytes, err: Exception) -> str:
+    if line.startswith(_BOM):
+        return "starts with a UTF-8 byte order mark (BOM); save the file as UTF-8 without BOM"
+    if isinstance(err, UnicodeDecodeError):
+        return "not valid UTF-8; save the file as UTF-8"
+    if isinstance(err, RecursionError):
+        return NESTED_TOO_DEEP
+    return str(err)
+
+
 def _custom_id(line: bytes) -> str:
     try:
         return _decode_id(line).custom_id
-    except msgspec.DecodeError:
+    except _UNREADABLE:
         return ""
 
 
@@ -145,7 +182,7 @@ def _expects_json(line: bytes) -> bool:
     """Whether the file's first request asks for JSON output (results then parse it)."""
     try:
         body = _decode_first(line).body
-    except msgspec.DecodeError:
+    except _UNREADABLE:
         return False
     fmt = body.get("response_format") or (body.get("text") or {}).get("format") or {}
     return isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
@@ -167,7 +204,7 @@ def inspect_files(
             validator = Validator(**limits)
         estimator = LineEstimator() if estimate else None
         with reader(path) as handle:
-            tee = _Tee(handle, estimator)
+            tee = _Tee(capped_lines(handle), estimator)
             summary = validator.validate_lines(path, tee)
         inspected.append(
             InspectedFile(

@@ -25,6 +25,10 @@ MAX_BYTES_PER_FILE: Final = 200_000_000  # OpenAI says "200 MB"; the decimal rea
 MAX_EMBEDDING_INPUTS_PER_BATCH: Final = 50_000
 MAX_EMBEDDING_INPUTS_PER_REQUEST: Final = 2_048
 MAX_CUSTOM_ID_LENGTH: Final = 512
+# The longest input line (or record) read: 4 MiB is about a million tokens of text, more than any
+# model's context. A longer line is refused before it is decoded or tokenized, so a hostile file
+# cannot make a task hold gigabytes; pass large images by URL rather than inline.
+MAX_LINE_BYTES: Final = 4 * 1024 * 1024
 COMPLETION_WINDOW: Final = "24h"
 
 MAX_METADATA_PAIRS: Final = 16

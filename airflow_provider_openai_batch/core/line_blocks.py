@@ -10,9 +10,12 @@ line.
 from __future__ import annotations
 
 import functools
+import io
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
+
+from airflow_provider_openai_batch.core.limits import MAX_LINE_BYTES
 
 READ_BLOCK = 1 << 20
 
@@ -75,3 +78,35 @@ def line_lists(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
     iterator = iter(lines)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+def bounded_lines(read: Callable[[int], bytes], max_line: int, block: int = READ_BLOCK) -> Iterator[bytes]:
+    """
+    Lines with their endings, read ``block`` bytes at a time, holding at most one long line.
+
+    A line longer than ``max_line`` comes as its first ``max_line + 1`` bytes (no ending) and the
+    rest of it is skipped unread by any parser: the caller sees it is too long without it being
+    held whole (a 1 GiB line inflated from a small ``.gz`` never is). ``readline`` cannot do this
+    for every handle: fsspec's ignores its size limit.
+    """
+    pending = b""
+    skipping = False
+    while chunk := read(block):
+        if skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                continue
+            chunk, skipping = chunk[end + 1 :], False
+        lines = io.BytesIO(pending + chunk if pending else chunk).readlines()
+        pending = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        yield from lines
+        if len(pending) > max_line:
+            yield pending[: max_line + 1]
+            pending, skipping = b"", True
+    if pending:
+        yield pending
+
+
+def capped_lines(handle: IO[bytes] | Any) -> Iterator[bytes]:
+    """An input file's lines with their endings, any line over ``MAX_LINE_BYTES`` cut short."""
+    return bounded_lines(handle.read, MAX_LINE_BYTES)

@@ -30,7 +30,7 @@ import jinja2
 import msgspec
 
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
-from airflow_provider_openai_batch.core.limits import ENDPOINTS, MAX_CUSTOM_ID_LENGTH
+from airflow_provider_openai_batch.core.limits import ENDPOINTS, MAX_CUSTOM_ID_LENGTH, MAX_LINE_BYTES
 from airflow_provider_openai_batch.core.seen_ids import SeenIds
 from airflow_provider_openai_batch.core.structured import response_format_params
 from airflow_provider_openai_batch.core.templating import TextTemplate, compile_tree
@@ -382,6 +382,7 @@ class RequestBuilder:
                 columns = [list(map(_ENCODE, ids)), *(list(map(_ENCODE, column)) for column in values)]
             except UnicodeEncodeError:
                 self._raise_unencodable(start, ids, values)
+            self._check_sizes(start, ids, columns)
             tokens = self._tokens.chunk(start, values) if self._tokens else None
             yield Chunk(ids, self._layout.join_many(columns), tokens)
             start += len(batch)
@@ -404,6 +405,17 @@ class RequestBuilder:
             return None
         self._seen.record(ids, 0, fresh)
         return ids, values
+
+    def _check_sizes(self, start: int, ids: list[str], columns: list[list[bytes]]) -> None:
+        """Refuse a request over ``MAX_LINE_BYTES`` before its text is tokenized or written."""
+        sizes = [sum(row) for row in zip(*(map(len, column) for column in columns), strict=True)]
+        if sizes and max(sizes) > MAX_LINE_BYTES:
+            offset = next(i for i, size in enumerate(sizes) if size > MAX_LINE_BYTES)
+            raise RecordError(
+                f"record #{start + offset + 1} ({self.key_field}={ids[offset]!r}): its request would be "
+                f"{sizes[offset]:,} bytes, over the cap of {MAX_LINE_BYTES:,} on one request (about a "
+                "million tokens of text); shorten the text or pass large images by URL"
+            )
 
     def _raise_unencodable(self, start: int, ids: list[str], values: list[list[str]]) -> NoReturn:
         """Name the record whose text JSON cannot carry (a lone surrogate, from a bad decode upstream)."""

@@ -51,6 +51,10 @@ RESULT_STATUSES: tuple[ResultStatus, ...] = (
     "missing",
 )
 
+# An output line the service (or a proxy) mangled: bad JSON, bad UTF-8, nesting past the decoder's
+# recursion. Counted as unparseable, never fatal.
+_UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
 
 class ReconcileError(RuntimeError):
     """The rows would not match the requests one to one: a corrupt shard or a bug, never ignored."""
@@ -280,7 +284,7 @@ class Reconciler:
     def _line_values(self, raw: bytes) -> Values | None:
         try:
             line: Line | LooseLine | None = decode_line(raw)
-        except msgspec.DecodeError:
+        except _UNREADABLE:
             line = self._loose(raw)
             if line is None:
                 return None
@@ -327,7 +331,7 @@ class Reconciler:
             return None
         try:
             return decode_loose(raw)
-        except msgspec.DecodeError:
+        except _UNREADABLE:
             self.counts.unparseable_lines += 1
             return None
 
@@ -367,7 +371,7 @@ class Reconciler:
             if self.outcome.expect_json and content is not None:
                 try:
                     parsed = decode_json(content)
-                except msgspec.DecodeError as err:
+                except (msgspec.DecodeError, RecursionError) as err:
                     status, error_code = "invalid_output", "invalid_json"
                     error_message = f"the answer is not the JSON asked for: {err}"
         return (
@@ -430,7 +434,7 @@ class Reconciler:
             choices = [body.choices[0] for body in bodies]  # type: ignore[union-attr,index]
             messages = [choice.message for choice in choices]
             contents = [message.content for message in messages]  # type: ignore[union-attr]
-        except (msgspec.DecodeError, AttributeError, TypeError, IndexError, ValueError):
+        except (msgspec.DecodeError, AttributeError, TypeError, IndexError, ValueError, RecursionError):
             return None
         if not _TEXT_TYPES.issuperset(map(type, contents)):
             return None
@@ -439,7 +443,7 @@ class Reconciler:
         if self.outcome.expect_json:
             try:
                 parsed = [None if content is None else decode_json(content) for content in contents]
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 return None
         custom_ids = [line.custom_id for line in lines]
         shards = self._take(custom_ids)

@@ -11,12 +11,17 @@ import codecs
 import csv
 import gzip
 import itertools
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import IO, Any, Final, Literal, get_args
 
 import msgspec
 
+from airflow_provider_openai_batch.core.bodies.checks import utf8_problem
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
+from airflow_provider_openai_batch.core.limits import MAX_LINE_BYTES
+from airflow_provider_openai_batch.core.line_blocks import capped_lines
+from airflow_provider_openai_batch.core.validation import LINE_TOO_LONG, NESTED_TOO_DEEP
 
 RecordFormat = Literal["jsonl", "csv", "parquet"]
 FORMATS: Final = get_args(RecordFormat)
@@ -46,34 +51,64 @@ def format_of(path: str) -> RecordFormat:
 
 
 def read_records(handle: IO[bytes], path: str, fmt: str | None = None) -> Iterator[dict[str, Any]]:
-    """Yield one dict per record; a bad JSONL line fails with ``path:line``. ``.gz`` files are unzipped."""
+    """
+    Yield one dict per record; a bad record fails with ``path:line``. ``.gz`` files are unzipped.
+
+    Decompression streams a block at a time and a JSONL line over ``MAX_LINE_BYTES`` is refused
+    before it is decoded, so a small file that inflates to a huge line cannot exhaust memory.
+    """
     fmt = fmt or format_of(path)
-    if path.lower().endswith(".gz"):
+    zipped = path.lower().endswith(".gz")
+    if zipped:
         if fmt == "parquet":
             raise OpenAIBatchInputError(f"{path}: Parquet compresses inside the file; do not gzip it")
         handle = gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[assignment]
-    if fmt == "jsonl":
-        yield from _jsonl(handle, path)
-    elif fmt == "csv":
-        yield from csv.DictReader(codecs.getreader("utf-8-sig")(handle))
-    elif fmt == "parquet":
-        yield from _parquet(handle, path)
-    else:
+    if fmt not in FORMATS:
         raise OpenAIBatchInputError(f"{path}: unsupported record format {fmt!r}; use one of {FORMATS}")
+    records = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}[fmt](handle, path)
+    try:
+        yield from records
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise OpenAIBatchInputError(f"{path}: not a valid gzip file ({err})") from None
+    except EOFError:
+        raise OpenAIBatchInputError(f"{path}: the gzip file is truncated (it ends before its end marker)") from None
 
 
 def _jsonl(handle: IO[bytes], path: str) -> Iterator[dict[str, Any]]:
     decode = msgspec.json.Decoder().decode
-    for number, line in enumerate(handle, start=1):
+    for number, line in enumerate(capped_lines(handle), start=1):
+        if len(line) > MAX_LINE_BYTES:
+            raise OpenAIBatchInputError(f"{path}:{number}: record {LINE_TOO_LONG}")
         if not line.strip():
             continue
         try:
             record = decode(line)
         except msgspec.DecodeError as err:
             raise OpenAIBatchInputError(f"{path}:{number}: not JSON ({err})") from None
+        except UnicodeDecodeError:
+            raise OpenAIBatchInputError(f"{path}:{number}: {utf8_problem(line) or 'not valid UTF-8'}") from None
+        except RecursionError:
+            raise OpenAIBatchInputError(f"{path}:{number}: {NESTED_TOO_DEEP}") from None
         if not isinstance(record, dict):
             raise OpenAIBatchInputError(f"{path}:{number}: a record must be a JSON object")
         yield record
+
+
+def _csv(handle: IO[bytes], path: str) -> Iterator[dict[str, Any]]:
+    """CSV rows; a field over csv's own limit (131,072 characters) or bad UTF-8 names its line."""
+    reader = csv.DictReader(codecs.getreader("utf-8-sig")(handle))
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise OpenAIBatchInputError(f"{path}:{reader.line_num + 1}: not a readable CSV row ({err})") from None
+        except UnicodeDecodeError:
+            raise OpenAIBatchInputError(
+                f"{path}: not valid UTF-8 (near line {reader.line_num + 1}); save the file as UTF-8"
+            ) from None
+        yield row
 
 
 def _parquet(handle: IO[bytes], path: str) -> Iterator[dict[str, Any]]:

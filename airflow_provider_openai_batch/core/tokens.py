@@ -30,6 +30,7 @@ from typing import Any, Final, Literal, get_args
 import tiktoken
 from tiktoken_ext import openai_public
 
+from airflow_provider_openai_batch.core.bodies.base import MAX_TOKEN_LIMIT
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 
 log = logging.getLogger(__name__)
@@ -430,6 +431,8 @@ def _with_output(
     for field in _OUTPUT_LIMIT_FIELDS:
         limit = body.get(field)
         if isinstance(limit, int) and not isinstance(limit, bool):
+            if not 1 <= limit <= MAX_TOKEN_LIMIT:
+                raise OpenAIBatchInputError(f"body.{field} is {limit}; it must be 1 to {MAX_TOKEN_LIMIT:,}")
             return RequestTokens(input_tokens, limit * copies)
     assumed = default_max_output_tokens(model, url)
     # The completions default (16) is the API's own, not a guess.

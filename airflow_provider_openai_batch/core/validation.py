@@ -50,8 +50,10 @@ from airflow_provider_openai_batch.core.limits import (
     MAX_BYTES_PER_FILE,
     MAX_CUSTOM_ID_LENGTH,
     MAX_EMBEDDING_INPUTS_PER_BATCH,
+    MAX_LINE_BYTES,
     MAX_REQUESTS_PER_FILE,
 )
+from airflow_provider_openai_batch.core.line_blocks import capped_lines
 from airflow_provider_openai_batch.core.seen_ids import Repeat, SeenIds
 
 Severity = Literal["error", "warning"]
@@ -65,8 +67,13 @@ _CUSTOM_ID: Final = operator.attrgetter("custom_id")
 _INPUTS: Final = operator.itemgetter(0)
 _POSITION: Final = operator.attrgetter("position")
 _PROBLEMS: Final = operator.itemgetter(1)
+LINE_TOO_LONG: Final = (
+    f"line over {MAX_LINE_BYTES:,} bytes, the cap on one request (about a million tokens of text); "
+    "not read further: split it, or pass large images by URL"
+)
+NESTED_TOO_DEEP: Final = "JSON nested too deeply to read (thousands of levels); no request needs that"
 # What a line the strict decoder rejects can raise: malformed JSON, a wrong shape, bad UTF-8.
-_REJECTED: Final = (msgspec.DecodeError, UnicodeDecodeError)
+_REJECTED: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 _MSGSPEC_AT: Final = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<where>[^`]*)`)?$", re.DOTALL)
 _MSGSPEC_WORDS: Final = (
     ("Object contains unknown field", "unknown key"),
@@ -258,8 +265,8 @@ class Validator:
 
     def validate_file(self, path: str | os.PathLike[str], label: str | None = None) -> FileSummary:
         """Stream the file at ``path`` (binary, so bytes are checked as stored)."""
-        with open(path, "rb", buffering=1 << 20) as stream:
-            return self.validate_lines(os.fspath(path) if label is None else label, stream)
+        with open(path, "rb") as stream:
+            return self.validate_lines(os.fspath(path) if label is None else label, capped_lines(stream))
 
     def validate_lines(self, path_label: str, lines: Iterable[bytes]) -> FileSummary:
         """Check one file given as raw lines with their endings (any binary file object will do)."""
@@ -327,6 +334,8 @@ class Validator:
         via set operations) from C, so no Python bytecode runs per line apart from the
         endpoint's extra check, and validation keeps pace with a bare decode loop.
         """
+        if max(map(len, chunk)) > MAX_LINE_BYTES:
+            return False
         try:
             batch = list(map(self._decoder.decode, chunk))
         except _REJECTED:
@@ -384,6 +393,10 @@ class Validator:
                 if not file.crlf_lines:
                     self._warn_crlf(file, number)
                 file.crlf_lines += 1
+            if len(line) > MAX_LINE_BYTES:
+                file.requests += 1
+                self._error(file, number, LINE_TOO_LONG)
+                continue
             try:
                 request = self._decoder.decode(line)
             except _REJECTED as exc:
@@ -463,6 +476,9 @@ class Validator:
         except msgspec.DecodeError as exc:
             self._error(file, number, f"not valid JSON: {exc}")
             return None
+        except RecursionError:
+            self._error(file, number, NESTED_TOO_DEEP)
+            return None
         if not isinstance(value, dict):
             self._error(file, number, f"a line must be a JSON object, got {_json_type(value)}")
             return None
@@ -488,7 +504,9 @@ class Validator:
         if not isinstance(custom_id, str):
             self._error(file, number, f"custom_id must be a string, got {_json_type(custom_id)}")
             return
-        if len(custom_id) > MAX_CUSTOM_ID_LENGTH:
+        if not custom_id:
+            self._error(file, number, "custom_id is empty; each request needs its own id to match its answer")
+        elif len(custom_id) > MAX_CUSTOM_ID_LENGTH:
             self._error(
                 file, number, f"custom_id is {len(custom_id):,} characters, over the limit of {MAX_CUSTOM_ID_LENGTH}"
             )

@@ -70,6 +70,12 @@ class OpenAIBatchSensor(BaseSensorOperator):
         return PollPolicy(self.poke_interval, None, self.max_consecutive_errors)
 
     def execute(self, context: Context) -> Any:
+        if not str(self.batch_id or "").strip():
+            raise ValueError(
+                f"{type(self).__name__} {self.task_id!r} has no batch_id to wait for (it rendered empty). Pass the "
+                'id of a batch made elsewhere, e.g. batch_id="{{ params.batch_id }}" and trigger with '
+                f"""-c '{{"batch_id": "batch_…"}}', or batch_id="batch_…" in the DAG file."""
+            )
         context["ti"].xcom_push(key="batch_id", value=self.batch_id)
         if not self.deferrable:
             return super().execute(context)

@@ -101,7 +101,7 @@ def test_model_comparison_scores_every_model_on_the_same_prompts(comparison_run)
         model = {row["model"] for row in rows}.pop()
         assert model in summary["job_id"] and {row["custom_id"] for row in rows} == set(labels)
         right = sum(row["content"] == labels[row["custom_id"]] for row in rows if row["status"] == "succeeded")
-        line = lines[summary["job_id"].rsplit("__", 1)[-1]]
+        line = lines[summary["job_id"].split("__", 1)[0]]
         assert line["accuracy"] == pytest.approx(right / len(labels))
         assert line["requests"] == line["answered"] == len(labels)
         expected_cost = prices.cost(model, summary["input_tokens"], summary["output_tokens"])

@@ -11,10 +11,19 @@ Field defaults follow the ``openai`` request TypedDicts: a key typed ``Optional[
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from msgspec import UNSET, UnsetType
 
-__all__ = ["UNSET", "Body", "Loose", "Tagged", "UnsetType"]
+__all__ = ["UNSET", "Body", "Choices", "Loose", "Tagged", "TokenLimit", "UnsetType"]
+
+# A cap on output tokens: at least 1, and no more than any model's context (a typo such as 10**40
+# would otherwise pass and price the job in sextillions of dollars).
+MAX_TOKEN_LIMIT = 10_000_000
+TokenLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKEN_LIMIT)]
+# ``n``: how many answers a request asks for (the API takes 1 to 128).
+Choices = Annotated[int, msgspec.Meta(ge=1, le=128)]
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):

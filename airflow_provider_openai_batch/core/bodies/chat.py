@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from airflow_provider_openai_batch.core.bodies.base import UNSET, Body, Tagged, UnsetType
+from airflow_provider_openai_batch.core.bodies.base import UNSET, Body, Choices, Tagged, TokenLimit, UnsetType
 from airflow_provider_openai_batch.core.bodies.formats import (
     Metadata,
     PromptCacheBreakpoint,
@@ -274,12 +274,12 @@ class ChatCompletionBody(Body):
     functions: list[LegacyFunction] | UnsetType = UNSET
     logit_bias: dict[str, int] | None = None
     logprobs: bool | None = None
-    max_completion_tokens: int | None = None
-    max_tokens: int | None = None
+    max_completion_tokens: TokenLimit | None = None
+    max_tokens: TokenLimit | None = None
     metadata: Metadata | None = None
     modalities: list[Literal["text", "audio"]] | None = None
     moderation: Moderation | None = None
-    n: int | None = None
+    n: Choices | None = None
     parallel_tool_calls: bool | UnsetType = UNSET
     prediction: Prediction | None = None
     presence_penalty: float | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from airflow_provider_openai_batch.core.bodies.base import UNSET, Body, UnsetType
+from airflow_provider_openai_batch.core.bodies.base import UNSET, Body, Choices, TokenLimit, UnsetType
 
 
 class StreamOptions(Body):
@@ -20,8 +20,8 @@ class CompletionBody(Body):
     frequency_penalty: float | None = None
     logit_bias: dict[str, int] | None = None
     logprobs: int | None = None
-    max_tokens: int | None = None
-    n: int | None = None
+    max_tokens: TokenLimit | None = None
+    n: Choices | None = None
     presence_penalty: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None

@@ -25,7 +25,7 @@ ENVELOPE_KEYS: Final = ("custom_id", "method", "url", "body")
 class Line(msgspec.Struct, tag_field="url", forbid_unknown_fields=True, gc=False, kw_only=True):
     """What every line carries besides its body; subclasses fix ``url`` (the tag) and the body type."""
 
-    custom_id: Annotated[str, msgspec.Meta(max_length=MAX_CUSTOM_ID_LENGTH)]
+    custom_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CUSTOM_ID_LENGTH)]
     method: Literal["POST"]
 
 

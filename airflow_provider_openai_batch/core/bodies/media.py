@@ -12,7 +12,7 @@ from typing import Literal
 
 import msgspec
 
-from airflow_provider_openai_batch.core.bodies.base import Body
+from airflow_provider_openai_batch.core.bodies.base import Body, Choices
 
 
 class SvgReasoning(Body):
@@ -34,7 +34,7 @@ class ImageGenerationBody(Body):
     frame_count: int | None = None
     frame_duration_ms: int | None = None
     moderation: Literal["low", "auto"] | None = None
-    n: int | None = None
+    n: Choices | None = None
     output_compression: int | None = None
     output_format: Literal["png", "webp", "jpeg", "gif", "svg"] | None = None
     partial_images: int | None = None

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from airflow_provider_openai_batch.core.bodies.base import UNSET, Body, Loose, Tagged, UnsetType
+from airflow_provider_openai_batch.core.bodies.base import UNSET, Body, Loose, Tagged, TokenLimit, UnsetType
 from airflow_provider_openai_batch.core.bodies.formats import (
     Metadata,
     ReasoningEffort,
@@ -229,7 +229,7 @@ class ResponsesBody(Body):
     include: list[Includable] | None = None
     input: str | list[dict[str, Any]] | UnsetType = UNSET
     instructions: str | None = None
-    max_output_tokens: int | None = None
+    max_output_tokens: TokenLimit | None = None
     max_tool_calls: int | None = None
     metadata: Metadata | None = None
     moderation: Moderation | None = None

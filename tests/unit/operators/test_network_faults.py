@@ -78,9 +78,9 @@ def test_two_batches_under_one_key_keep_the_oldest_and_cancel_the_other(hook, em
         with caplog.at_level(logging.WARNING):
             kept = submit_shard(hook, shard, {})
 
-    assert kept.id == older.id
-    assert hook.get_batch(newer.id).status in ("cancelling", "cancelled")
-    assert hook.get_batch(older.id).status == "in_progress"
+        assert kept.id == older.id
+        assert hook.get_batch(newer.id).status in ("cancelling", "cancelled")
+        assert hook.get_batch(older.id).status == "in_progress"
     assert f"Batch {newer.id} duplicates batch {older.id} (key {key})" in caplog.text
 
 

@@ -137,3 +137,13 @@ def test_transient_errors_count_across_pokes_until_the_budget_is_spent(no_retry_
             fresh_sensor(batch_id, no_retry_conn).poke(sensor_context(store))
     assert fresh_sensor(batch_id, no_retry_conn).poke(sensor_context(store))
     assert ERRORS_KEY not in store.values
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+@pytest.mark.parametrize("batch_id", ["", "  "])
+def test_an_empty_batch_id_says_what_is_missing_and_how_to_pass_it(openai_conn, batch_id, deferrable):
+    sensor = OpenAIBatchSensor(task_id="wait", batch_id=batch_id, deferrable=deferrable, poke_interval=0.05)
+    with pytest.raises(
+        ValueError, match=r"'wait' has no batch_id to wait for .* batch_id=\"\{\{ params.batch_id \}\}\""
+    ):
+        sensor.execute({"ti": RecordingTI()})
