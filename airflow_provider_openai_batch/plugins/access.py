@@ -1,7 +1,9 @@
-"""Who may see which batches: a batch is shown only to a user who may read its DAG.
+"""Who may see what: a batch only to a user who may read its DAG, connection details only to a
+user who may read connections.
 
 The page is mounted on Airflow's api-server, where plugin apps get no authentication of their
-own; without this check anyone reaching the server would see every DAG's batches and costs.
+own; without these checks anyone reaching the server would see every DAG's batches and costs,
+and which connections exist and why they fail (Airflow's own connections API answers 403).
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ class DagAccess(Protocol):
 
     async def dag_filter(self, request: Request) -> DagIdFilter: ...
 
+    async def connections_visible(self, request: Request) -> bool:
+        """Whether the request's user may read connections (their ids and errors)."""
+        ...
+
 
 class AirflowDagAccess:
     """Airflow's own identity (the UI's session cookie or a bearer token) and its auth manager's rules."""
@@ -37,6 +43,13 @@ class AirflowDagAccess:
             return set(manager.filter_authorized_dag_ids(dag_ids=dag_ids, user=user, method="GET"))
 
         return readable
+
+    async def connections_visible(self, request: Request) -> bool:
+        from airflow.api_fastapi.app import get_auth_manager
+        from airflow.api_fastapi.core_api.security import get_user
+
+        user = await get_user(request, None, _bearer(request))
+        return bool(get_auth_manager().is_authorized_connection(method="GET", user=user))
 
 
 def _bearer(request: Request):  # -> HTTPAuthorizationCredentials | None

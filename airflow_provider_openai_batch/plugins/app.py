@@ -41,6 +41,7 @@ from airflow_provider_openai_batch.plugins.page import (
 
 CONFIG_SECTION = "openai_batch"
 CONFIG_CONN_IDS = "ui_conn_ids"
+HIDDEN_ERRORS = "some batches could not be read; ask someone who may read connections for the details"
 DEFAULT_CONN_IDS = "openai_default"
 DEFAULT_DAYS, MAX_DAYS = 7, 90
 DEFAULT_LIMIT, MAX_LIMIT = 200, 1000
@@ -118,15 +119,17 @@ def create_app(
     @app.get("/", response_class=HTMLResponse)
     async def batches_page(request: Request) -> HTMLResponse:
         query, listing = await views.listing(request)
-        page = PageContext(
-            query.configured, query.selected_conn_id, query.flt.dag_id, query.flt.status, query.days, query.limit
-        )
+        shown = query.configured if await views.access.connections_visible(request) else ()
+        page = PageContext(shown, query.selected_conn_id, query.flt.dag_id, query.flt.status, query.days, query.limit)
         return HTMLResponse(render_batches_page(listing, page, ui_root(request)))
 
     @app.get("/api/batches")
     async def batches_json(request: Request) -> JSONResponse:
         query, listing = await views.listing(request)
-        return JSONResponse({"query": _echo(query), **listing.to_dict()})
+        echo = _echo(query)
+        if not await views.access.connections_visible(request):
+            echo["conn_ids"] = []
+        return JSONResponse({"query": echo, **listing.to_dict()})
 
     @app.get("/task-instance", response_class=HTMLResponse)
     async def task_instance_page(request: Request) -> HTMLResponse:
@@ -162,7 +165,8 @@ class _Views:
         flt = replace(query.flt, dag_allowed=_memo(readable))
         since = time.time() - query.days * DAY_SECONDS
         listing = await run_in_threadpool(self.lister.find, query.conn_ids, flt, since=since, limit=query.limit)
-        return query, await run_in_threadpool(self._with_estimates, listing)
+        listing = await run_in_threadpool(self._with_estimates, listing)
+        return query, await self._for_viewer(request, listing)
 
     async def task_instance(self, request: Request) -> tuple[tuple[str, str, str, int], list[BatchRow], Listing]:
         readable = await self.access.dag_filter(request)
@@ -179,7 +183,16 @@ class _Views:
         rows, errors = await run_in_threadpool(self._add_recorded, listing, ti, query.conn_ids)
         listing = replace(listing, errors=listing.errors + tuple(errors))
         listing = await run_in_threadpool(self._with_estimates, replace(listing, rows=tuple(rows)))
+        listing = await self._for_viewer(request, listing)
         return ti, list(listing.rows), listing
+
+    async def _for_viewer(self, request: Request, listing: Listing) -> Listing:
+        """Without the right to read connections, rows lose their connection and errors their detail."""
+        if await self.access.connections_visible(request):
+            return listing
+        rows = tuple(replace(row, conn_id="") for row in listing.rows)
+        errors = (SourceError("", HIDDEN_ERRORS),) if listing.errors else ()
+        return replace(listing, rows=rows, errors=errors)
 
     def _add_recorded(
         self, listing: Listing, ti: tuple[str, str, str, int], conn_ids: Sequence[str]

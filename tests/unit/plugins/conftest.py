@@ -106,13 +106,17 @@ def seeded(fast_emulator, slow_emulator) -> Seeded:
 
 
 class AllowDags:
-    """An access policy letting the viewer read the given DAGs (``None``: all)."""
+    """An access policy letting the viewer read the given DAGs (``None``: all), and connections or not."""
 
-    def __init__(self, dag_ids: set[str] | None = None) -> None:
+    def __init__(self, dag_ids: set[str] | None = None, connections: bool = True) -> None:
         self.dag_ids = dag_ids
+        self.connections = connections
 
     async def dag_filter(self, request):
         return lambda ids: set(ids) if self.dag_ids is None else set(ids) & self.dag_ids
+
+    async def connections_visible(self, request):
+        return self.connections
 
 
 class RecordedAirflow:

@@ -166,6 +166,22 @@ def test_an_unreachable_connection_is_reported_and_the_others_still_listed(conne
     assert 'role="alert">Could not read the batches of connection <code>batches_dead</code>' in page
 
 
+def test_viewers_who_may_not_read_connections_see_no_connection_ids_or_errors(connections, seeded):
+    viewer = make_client([DEAD, FAST], access=AllowDags(connections=False))
+    body = viewer.get("/api/batches").json()
+    assert seeded.ids["a0"] in {row["batch_id"] for row in body["batches"]}
+    assert {row["conn_id"] for row in body["batches"]} == {""}
+    assert body["query"]["conn_ids"] == []
+    (error,) = body["errors"]
+    assert error["conn_id"] == "" and "APIConnectionError" not in error["message"]
+    page = viewer.get("/").text
+    assert DEAD not in page and FAST not in page and "APIConnectionError" not in page
+    assert "Some batches could not be read" in page
+
+    admin = make_client([DEAD, FAST], access=AllowDags(connections=True)).get("/").text
+    assert DEAD in admin and FAST in admin and "APIConnectionError" in admin
+
+
 def test_an_undefined_connection_is_reported_not_fatal(connections, seeded):
     body = make_client(["no_such_conn", FAST]).get("/api/batches").json()
     assert [e["conn_id"] for e in body["errors"]] == ["no_such_conn"]
