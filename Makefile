@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: venv chromium test lint demo bench clean
+.PHONY: venv chromium test test-lowest lint demo bench clean
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -30,6 +30,34 @@ chromium:
 test: venv chromium
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The declared floors: apache-airflow, openai and every other direct dependency at its lowest allowed
+# version (uv's lowest-direct), the rest resolved as of the day after the floor Airflow's release
+# (standing in for Airflow's constraint file); openai 2.0.0 came a month later, so it gets its own
+# date. The test tools are the newest of that day that fit those pins.
+LOWEST := .venv-lowest
+FLOOR_DATE ?= 2025-08-30
+OPENAI_FLOOR_DATE ?= 2025-10-01
+COMPAT_FLOOR_DATE ?= 2026-01-18
+MSGSPEC_FLOOR_DATE ?= 2026-09-30
+TEST_TOOLS := "pytest>=8" "pytest-asyncio>=0.24" "pytest-timeout>=2.3" "moto[server]>=5.0" "playwright>=1.45" "orjson>=3.10" "psycopg[binary]>=3.1"
+
+$(LOWEST)/.synced: pyproject.toml | $(UV)
+	$(UV) venv $(LOWEST) --python $(PY) --quiet --allow-existing
+	$(UV) pip compile pyproject.toml --all-extras --resolution lowest-direct --python $(LOWEST)/bin/python \
+		--exclude-newer $(FLOOR_DATE) --exclude-newer-package openai=$(OPENAI_FLOOR_DATE) \
+		--exclude-newer-package apache-airflow-providers-common-compat=$(COMPAT_FLOOR_DATE) \
+		--exclude-newer-package msgspec=$(MSGSPEC_FLOOR_DATE) \
+		--quiet --no-header -o $(LOWEST)/requirements.txt
+	$(UV) pip sync --python $(LOWEST)/bin/python --quiet $(LOWEST)/requirements.txt
+	$(UV) pip install --python $(LOWEST)/bin/python --quiet --exclude-newer $(FLOOR_DATE) \
+		-c $(LOWEST)/requirements.txt $(TEST_TOOLS)
+	$(UV) pip install --python $(LOWEST)/bin/python --quiet --no-deps -e .
+	touch $@
+
+test-lowest: $(LOWEST)/.synced chromium
+	@$(LOWEST)/bin/python -c "import airflow, openai; print(f'airflow={airflow.__version__} openai={openai.__version__}')"
+	$(LOWEST)/bin/pytest $(PYTEST_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -44,4 +72,4 @@ demo: venv
 	$(VENV)/bin/python scripts/demo.py --dag $(DAG)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache

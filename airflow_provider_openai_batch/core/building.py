@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from airflow_provider_openai_batch.core.costs import Estimate, PriceTable, UnknownModelPriceError
+from airflow_provider_openai_batch.core.line_blocks import capped_lines
 from airflow_provider_openai_batch.core.requests import RequestBuilder
 from airflow_provider_openai_batch.core.shards import Shard, ShardWriter, with_estimate
 from airflow_provider_openai_batch.core.validation import ValidationReport, Validator
@@ -128,7 +129,7 @@ def validate_shards(shards: Iterable[Shard], reader: ShardReader, **limits: int)
     validator = Validator(**limits)
     for shard in shards:
         with reader(shard.path) as handle:
-            validator.validate_lines(shard.path, handle)
+            validator.validate_lines(shard.path, capped_lines(handle))
     return validator.report()
 
 

@@ -11,12 +11,13 @@ never waits on disk or on the store's lock. Every error leaves as OpenAI's error
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -144,10 +145,21 @@ def _files_router(runtime: EmulatorRuntime) -> APIRouter:
     def retrieve_file(file_id: str) -> dict[str, Any]:
         return file_view(store.get_file(file_id))
 
-    @router.get("/files/{file_id}/content")
-    def file_content(file_id: str) -> FileResponse:
+    @router.get("/files/{file_id}/content", response_model=None)
+    def file_content(file_id: str, request: Request) -> FileResponse | Response:
         record = store.get_file(file_id)
-        return FileResponse(record.path, media_type="application/octet-stream", filename=record.filename)
+        start = _range_start(request.headers.get("range"))
+        size = Path(record.path).stat().st_size
+        if start is None or not 0 < start < size:
+            return FileResponse(record.path, media_type="application/octet-stream", filename=record.filename)
+        # "bytes=N-", what a resumed download asks; answered here so it works on every Starlette.
+        headers = {
+            "content-range": f"bytes {start}-{size - 1}/{size}",
+            "content-length": str(size - start),
+            "accept-ranges": "bytes",
+        }
+        body = _file_chunks(record.path, start)
+        return StreamingResponse(body, status_code=206, media_type="application/octet-stream", headers=headers)
 
     @router.delete("/files/{file_id}")
     def delete_file(file_id: str) -> dict[str, Any]:
@@ -155,6 +167,20 @@ def _files_router(runtime: EmulatorRuntime) -> APIRouter:
         return {"id": file_id, "object": "file", "deleted": True}
 
     return router
+
+
+def _file_chunks(path: str | Path, start: int, size: int = 1 << 20) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        while chunk := handle.read(size):
+            yield chunk
+
+
+def _range_start(header: str | None) -> int | None:
+    if not header or not header.startswith("bytes=") or not header.endswith("-"):
+        return None
+    value = header[len("bytes=") : -1]
+    return int(value) if value.isdigit() else None
 
 
 def _check_upload(purpose: str, filename: str) -> None:

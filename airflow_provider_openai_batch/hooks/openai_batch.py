@@ -13,7 +13,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import openai
-from airflow.sdk import BaseHook, ObjectStoragePath
+from airflow.providers.common.compat.sdk import BaseHook, ObjectStoragePath
 from airflow.sdk.log import mask_secret
 
 from airflow_provider_openai_batch.core.limits import COMPLETION_WINDOW
@@ -87,7 +87,7 @@ class OpenAIBatchHook(BaseHook):
 
     async def get_async_client(self) -> openai.AsyncOpenAI:
         """Build the async client without blocking the event loop (triggerer-safe)."""
-        conn = await BaseHook.aget_connection(self.conn_id)
+        conn = await _aget_connection(self.conn_id)
         return build_async_client(_masked_config(conn))
 
     async def get_shared_async_client(self) -> openai.AsyncOpenAI:
@@ -99,7 +99,7 @@ class OpenAIBatchHook(BaseHook):
         pools. The connection is still read at every call, so a changed key or URL gets its own
         client. Callers must not close it; it lives as long as the loop.
         """
-        config = _masked_config(await BaseHook.aget_connection(self.conn_id))
+        config = _masked_config(await _aget_connection(self.conn_id))
         key = json.dumps(config.kwargs(), sort_keys=True, default=str)
         loop = asyncio.get_running_loop()
         clients = _SHARED_ASYNC_CLIENTS.setdefault(loop, {})
@@ -253,6 +253,14 @@ _SHARED_ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict
     weakref.WeakKeyDictionary()
 )
 _SHARED_CLIENT_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def _aget_connection(conn_id: str) -> Any:
+    """The connection, read without blocking the triggerer's loop (Airflow 3.0 has no async getter)."""
+    getter = getattr(BaseHook, "aget_connection", None)
+    if getter is not None:
+        return await getter(conn_id)
+    return await asyncio.to_thread(BaseHook.get_connection, conn_id)
 
 
 def _masked_config(conn: Any) -> ClientConfig:

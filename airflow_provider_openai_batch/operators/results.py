@@ -12,8 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, BaseOperator, Context, ObjectStoragePath
 
 from airflow_provider_openai_batch.core.collect import (
     AttemptReport,
@@ -37,7 +36,7 @@ from airflow_provider_openai_batch.operators.batch_lifecycle import (
     submit_shard,
     wait_deadline,
 )
-from airflow_provider_openai_batch.operators.storage import atomic_open, iter_lines, opener_under
+from airflow_provider_openai_batch.operators.storage import atomic_open, iter_lines, lineage_dataset, opener_under
 from airflow_provider_openai_batch.sinks.base import ResultSink
 from airflow_provider_openai_batch.sinks.object_storage import ObjectStorageSink
 from airflow_provider_openai_batch.sinks.sql import SqlSink
@@ -368,7 +367,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         outputs = getattr(self, "_lineage_outputs", [])
-        inputs = [_path_dataset(item["shard"]["path"]) for item in self.batches or ()]
+        inputs = [lineage_dataset(item["shard"]["path"]) for item in self.batches or ()]
         return OperatorLineage(
             inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],
             outputs=[Dataset(namespace=ns, name=name) for ns, name in outputs],
@@ -387,13 +386,6 @@ def _read_stages(stages: Sequence[ObjectStoragePath], rows: int) -> Iterator[Any
 
 def _where(delivered: Mapping[str, Any]) -> str:
     return str(delivered.get("uri") or f"{delivered.get('conn_id')}:{delivered.get('table')}")
-
-
-def _path_dataset(path: str) -> tuple[str, str]:
-    target = as_storage_path(path)
-    if target.protocol in ("file", "local", ""):
-        return "file", target.path
-    return target.namespace, target.key
 
 
 def _counts_line(summary: Mapping[str, Any]) -> str:

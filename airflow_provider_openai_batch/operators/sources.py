@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from airflow.sdk import BaseHook, ObjectStoragePath
+from airflow.providers.common.compat.sdk import BaseHook, ObjectStoragePath
 
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.sources import BATCH_ROWS, read_cursor, read_records

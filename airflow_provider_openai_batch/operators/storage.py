@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from airflow.sdk import ObjectStoragePath
+from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_openai_batch.core.line_blocks import LineBlocks, opened_lines
 from airflow_provider_openai_batch.hooks.openai_batch import PathLike, as_storage_path
@@ -57,6 +57,15 @@ class _PublishOnClose(io.BufferedWriter):
         super().close()
         os.chmod(self._temp, 0o666 & ~_UMASK)  # what a plain open() would have given it
         os.replace(self._temp, self._final)
+
+
+def lineage_dataset(path: PathLike) -> tuple[str, str]:
+    """OpenLineage's (namespace, name) of a path: ``s3://bucket`` and the key, never the conn id."""
+    target = as_storage_path(path)
+    if target.protocol in LOCAL_PROTOCOLS:
+        return "file", target.path
+    # Airflow 3.0 keeps the URI's ``conn_id@`` in ``bucket`` and ``namespace``: drop it.
+    return f"{target.protocol}://{target.bucket.rpartition('@')[2]}", target.key
 
 
 def iter_lines(path: PathLike) -> LineBlocks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.providers.common.compat.sdk import BaseOperator, Context
 
 from airflow_provider_openai_batch.core.building import JobEstimate
 from airflow_provider_openai_batch.core.costs import Estimate, PriceTable, check_budget

@@ -8,10 +8,11 @@ and which connections exist and why they fail (Airflow's own connections API ans
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 
 DagIdFilter = Callable[[set[str]], set[str]]
 
@@ -34,9 +35,8 @@ class AirflowDagAccess:
 
     async def dag_filter(self, request: Request) -> DagIdFilter:
         from airflow.api_fastapi.app import get_auth_manager
-        from airflow.api_fastapi.core_api.security import get_user
 
-        user = await get_user(request, None, _bearer(request))
+        user = await _user(request)
         manager = get_auth_manager()
 
         def readable(dag_ids: set[str]) -> set[str]:
@@ -46,10 +46,23 @@ class AirflowDagAccess:
 
     async def connections_visible(self, request: Request) -> bool:
         from airflow.api_fastapi.app import get_auth_manager
-        from airflow.api_fastapi.core_api.security import get_user
 
-        user = await get_user(request, None, _bearer(request))
+        user = await _user(request)
         return bool(get_auth_manager().is_authorized_connection(method="GET", user=user))
+
+
+async def _user(request: Request) -> Any:
+    """The request's Airflow user: a bearer token, else the UI's session cookie."""
+    from airflow.api_fastapi.core_api import security
+
+    if "request" in inspect.signature(security.get_user).parameters:
+        return await security.get_user(request, None, _bearer(request))
+    # Airflow 3.0: get_user takes the token alone; the UI keeps it in the ``_token`` cookie.
+    credentials = _bearer(request)
+    token = credentials.credentials if credentials else request.cookies.get("_token")
+    if not token:
+        raise HTTPException(401, "Not authenticated")
+    return await security.get_user(token)  # type: ignore[arg-type]
 
 
 def _bearer(request: Request):  # -> HTTPAuthorizationCredentials | None

@@ -8,7 +8,7 @@ reads provider-info plugins only with ``[core] lazy_discover_providers = False``
 
 from __future__ import annotations
 
-from airflow.sdk.plugins_manager import AirflowPlugin
+from airflow.providers.common.compat.sdk import AirflowPlugin
 
 from airflow_provider_openai_batch.plugins.app import URL_PREFIX, create_app
 

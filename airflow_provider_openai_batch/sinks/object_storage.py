@@ -11,7 +11,7 @@ import pyarrow as pa
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.result_table import FORMATS, write_batches
 from airflow_provider_openai_batch.hooks.openai_batch import PathLike, as_storage_path
-from airflow_provider_openai_batch.operators.storage import atomic_open, write_atomically
+from airflow_provider_openai_batch.operators.storage import atomic_open, lineage_dataset, write_atomically
 from airflow_provider_openai_batch.sinks.base import ResultSink, of_job
 
 
@@ -48,7 +48,4 @@ class ObjectStorageSink(ResultSink):
         write_atomically(target, iter([msgspec.json.format(msgspec.json.encode(summary), indent=2) + b"\n"]))
 
     def lineage(self, job_id: str) -> tuple[str, str]:
-        target = self.location(job_id)
-        if target.protocol in ("file", "local", ""):
-            return "file", target.path
-        return target.namespace, target.key
+        return lineage_dataset(self.location(job_id))

@@ -17,8 +17,8 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+from airflow.providers.common.compat.sdk import BaseHook
 from airflow.providers.common.sql.hooks.sql import DbApiHook
-from airflow.sdk import BaseHook
 
 from airflow_provider_openai_batch.sinks.base import ResultSink, of_job
 from airflow_provider_openai_batch.sinks.sql_table import COLUMNS, ResultsTable

@@ -208,7 +208,7 @@ def embeddings_run(airflow_db, openai_conn, s3_bucket, tmp_path_factory):
 
 
 def test_embeddings_land_as_parquet_on_s3(embeddings_run, s3_bucket):
-    from airflow.sdk import ObjectStoragePath
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     assert embeddings_run.state == "success"
     summary = xcom(embeddings_run, "collect_results")

@@ -7,7 +7,7 @@ import uuid
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from airflow.sdk import ObjectStoragePath
+from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from tests.conftest import POSTGRES_URL
 from tests.unit.operators.fakes import RecordingTI

@@ -11,8 +11,13 @@ from airflow_provider_openai_batch.core.bodies.endpoints import RULES_BY_LINE_TY
 from airflow_provider_openai_batch.core.bodies.line import ENVELOPE_KEYS, Line, RequestLine
 from airflow_provider_openai_batch.core.bodies.schemas import SchemaChecker
 
+# The ``openai`` release whose request TypedDicts the structs follow; an older installed ``openai``
+# only lacks types for newer parameters (the service accepts them all the same).
+FOLLOWS_OPENAI = "3.57.0"
+
 __all__ = [
     "ENVELOPE_KEYS",
+    "FOLLOWS_OPENAI",
     "RULES_BY_LINE_TYPE",
     "RULES_BY_URL",
     "EndpointRules",

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from airflow.sdk import DAG, task
+from airflow.providers.common.compat.sdk import DAG, task
 
 from airflow_provider_openai_batch.operators.build import OpenAIBatchBuildOperator
 from airflow_provider_openai_batch.operators.results import OpenAIBatchResultsOperator

@@ -12,12 +12,28 @@ import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
 import msgspec
+import openai
 import pytest
+from packaging.version import Version
 
-from airflow_provider_openai_batch.core.bodies import chat, completions, embeddings, formats, media, moderations
+from airflow_provider_openai_batch.core.bodies import (
+    FOLLOWS_OPENAI,
+    chat,
+    completions,
+    embeddings,
+    formats,
+    media,
+    moderations,
+)
 from airflow_provider_openai_batch.core.bodies import responses as resp
 from airflow_provider_openai_batch.core.bodies.endpoints import RULES_BY_URL
 from airflow_provider_openai_batch.core.limits import ENDPOINTS
+
+pytestmark = pytest.mark.skipif(
+    Version(openai.__version__) < Version(FOLLOWS_OPENAI),
+    reason=f"the body structs follow openai {FOLLOWS_OPENAI}'s parameters; openai {openai.__version__} "
+    "lacks the newer ones (README: compatibility)",
+)
 
 _CHAT = "openai.types.chat"
 _CREATE = f"{_CHAT}.completion_create_params"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import httpx2
 import openai
 import pytest
 from openai import OpenAI
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
+from tests.http_lib import http_lib
 from tests.unit.emulator.helpers import Batches, chat_line
 
 LINES = [chat_line(f"r{i}", f"text {i}") for i in range(20)]
@@ -92,7 +92,7 @@ def test_cut_download_sends_a_short_body_then_drops(client: OpenAI, batches: Bat
     received: list[bytes] = []
     with client.files.with_streaming_response.content(batch.output_file_id) as response:
         assert response.headers["content-length"] == str(len(whole))
-        with pytest.raises(httpx2.TransportError):
+        with pytest.raises(http_lib.TransportError):
             received.extend(response.iter_bytes())
 
     assert b"".join(received) == whole[:100]
@@ -113,7 +113,7 @@ def test_downloads_resume_with_a_range_request(client: OpenAI, batches: Batches,
 
 def test_admin_settings_never_show_the_key_and_need_it(server: EmulatorServer):
     server.update_settings(api_key="sk-admin-secret-123456")
-    with httpx2.Client(base_url=server.url) as http:
+    with http_lib.Client(base_url=server.url) as http:
         assert http.get("/_emulator/settings").status_code == 401
         assert http.post("/_emulator/settings", json={"seed": 3}).status_code == 401
         assert http.get("/_emulator/health").status_code == 200

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import httpx2
 import openai
 import pytest
 from openai import OpenAI
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
+from tests.http_lib import http_lib
 from tests.unit.emulator.helpers import Batches, chat_line
 
 LINES = [chat_line(f"r{i}", f"text {i}") for i in range(40)]
@@ -47,7 +47,7 @@ def test_client_retries_through_intermittent_faults(server: EmulatorServer):
 def test_faults_follow_the_seed(server: EmulatorServer):
     def pattern() -> list[int]:
         server.update_settings(http_429_rate=0.5, seed=11)
-        with httpx2.Client(base_url=server.base_url) as http:
+        with http_lib.Client(base_url=server.base_url) as http:
             return [http.get("/files").status_code for _ in range(12)]
 
     first, second = pattern(), pattern()
@@ -113,7 +113,7 @@ def test_any_api_key_is_accepted_by_default(server: EmulatorServer):
 
 
 def test_unknown_route_is_an_openai_shaped_404(server: EmulatorServer):
-    response = httpx2.get(f"{server.base_url}/nothing-here")
+    response = http_lib.get(f"{server.base_url}/nothing-here")
 
     assert response.status_code == 404
     assert response.json()["error"]["message"] == "Invalid URL (GET /v1/nothing-here)"

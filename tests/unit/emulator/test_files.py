@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import httpx2
 import openai
 import pytest
 from openai import OpenAI
 from openai.types import FileObject
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
+from tests.http_lib import http_lib
 
 CONTENT = b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}\n'
 
@@ -39,7 +39,7 @@ def test_batch_upload_without_jsonl_name_is_a_400(client: OpenAI):
 
 
 def test_upload_without_purpose_is_a_400_naming_the_parameter(server: EmulatorServer):
-    response = httpx2.post(f"{server.base_url}/files", files={"file": ("input.jsonl", CONTENT)})
+    response = http_lib.post(f"{server.base_url}/files", files={"file": ("input.jsonl", CONTENT)})
 
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "purpose"

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import httpx2
 import pytest
 
 from airflow_provider_openai_batch.emulator import (
@@ -18,6 +17,7 @@ from airflow_provider_openai_batch.emulator import (
     add_arguments,
 )
 from airflow_provider_openai_batch.emulator.command import settings_from_args
+from tests.http_lib import http_lib
 
 
 def test_from_env_reads_prefixed_variables():
@@ -74,7 +74,7 @@ def test_cli_flags_override_env(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_admin_endpoints_change_and_reset_settings_of_a_running_server(server: EmulatorServer):
-    with httpx2.Client(base_url=server.url) as http:
+    with http_lib.Client(base_url=server.url) as http:
         changed = http.post("/_emulator/settings", json={"http_500_rate": 0.5, "seed": 4}).json()
         current = http.get("/_emulator/settings").json()
         refused = http.post("/_emulator/settings", json={"http_500_rate": 2})
@@ -106,7 +106,7 @@ def test_python_dash_m_serves_and_prints_the_base_url(tmp_path):
     try:
         line = process.stdout.readline().strip() if process.stdout else ""
         base_url = line.rsplit(" ", 1)[-1]
-        health = httpx2.get(base_url.removesuffix("/v1") + "/_emulator/health", timeout=5)
+        health = http_lib.get(base_url.removesuffix("/v1") + "/_emulator/health", timeout=5)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -119,8 +119,8 @@ def test_python_dash_m_serves_and_prints_the_base_url(tmp_path):
 def test_server_stops_cleanly_and_frees_its_port():
     with EmulatorServer() as server:
         url = server.url
-        assert httpx2.get(f"{url}/_emulator/health").status_code == 200
+        assert http_lib.get(f"{url}/_emulator/health").status_code == 200
     time.sleep(0.05)
 
-    with pytest.raises(httpx2.ConnectError):
-        httpx2.get(f"{url}/_emulator/health", timeout=1)
+    with pytest.raises(http_lib.ConnectError):
+        http_lib.get(f"{url}/_emulator/health", timeout=1)

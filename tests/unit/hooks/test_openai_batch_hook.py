@@ -150,26 +150,28 @@ def test_connection_of_the_official_openai_type_works(emulator, monkeypatch):
 
 def test_a_resumed_download_skips_what_it_had_when_the_server_ignores_range():
     """A service that answers a Range request with the whole file again: no byte twice, none lost."""
-    import httpx2
     from openai import OpenAI
 
     from airflow_provider_openai_batch.hooks.call_retries import CallRetries
+    from tests.http_lib import http_lib
 
     whole = b"".join(b'{"custom_id":"r%d"}\n' % i for i in range(50))
     asked: list[str | None] = []
 
     def cut_body():
         yield whole[:333]
-        raise httpx2.ReadError("connection reset by peer")
+        raise http_lib.ReadError("connection reset by peer")
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
+    def handler(request: http_lib.Request) -> http_lib.Response:
         asked.append(request.headers.get("range"))
         body = cut_body() if len(asked) == 1 else iter([whole])
-        return httpx2.Response(200, content=body, headers={"content-length": str(len(whole))})
+        return http_lib.Response(200, content=body, headers={"content-length": str(len(whole))})
 
     hook = OpenAIBatchHook(call_retries=CallRetries(base_delay=0.001))
     client = OpenAI(
-        base_url="http://service/v1", api_key="sk-x", http_client=httpx2.Client(transport=httpx2.MockTransport(handler))
+        base_url="http://service/v1",
+        api_key="sk-x",
+        http_client=http_lib.Client(transport=http_lib.MockTransport(handler)),
     )
     hook.__dict__["single_shot_client"] = client.with_options(max_retries=0)
 

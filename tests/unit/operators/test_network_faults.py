@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-from airflow.sdk.exceptions import TaskDeferralTimeout, TaskDeferred
 
 from airflow_provider_openai_batch.hooks import openai_batch
 from airflow_provider_openai_batch.hooks.call_retries import CallRetries
@@ -24,6 +24,7 @@ from airflow_provider_openai_batch.operators.batch_lifecycle import (
     idempotency_key,
     submit_shard,
 )
+from airflow_provider_openai_batch.version_compat import TaskDeferralTimeout
 from tests.conftest import TEST_API_KEY
 from tests.unit.operators.test_results import collect, shard_refs, submitted_job
 from tests.unit.operators.test_submit import (

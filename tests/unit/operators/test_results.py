@@ -13,8 +13,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from airflow.sdk import Asset
-from airflow.sdk.exceptions import AirflowException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowException, Asset, TaskDeferred
 
 from airflow_provider_openai_batch.core.memory_pool import CHOICE_VARIABLE, returning_pool
 from airflow_provider_openai_batch.core.shards import ShardWriter
@@ -30,10 +29,13 @@ from tests.unit.operators.fakes import RecordingTI
 
 
 class OutletEvents(dict):
-    """``context["outlet_events"]``: an accessor per asset whose ``extra`` the task sets."""
+    """``context["outlet_events"]``: an accessor per asset (by URI: Airflow 3.0's Asset is unhashable)."""
 
-    def __missing__(self, asset: Any) -> Any:
-        self[asset] = accessor = type("Accessor", (), {"extra": None})()
+    def __getitem__(self, asset: Any) -> Any:
+        return super().__getitem__(getattr(asset, "uri", asset))
+
+    def __missing__(self, uri: Any) -> Any:
+        self[uri] = accessor = type("Accessor", (), {"extra": None})()
         return accessor
 
 

@@ -11,7 +11,7 @@ import uuid
 
 import boto3
 import pytest
-from airflow.sdk import ObjectStoragePath
+from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_openai_batch.operators.storage import atomic_open
 from tests.conftest import S3_CONN_ID

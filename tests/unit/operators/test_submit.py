@@ -14,13 +14,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-from airflow.sdk.exceptions import AirflowException, TaskDeferralTimeout, TaskDeferred
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.operators.batch_lifecycle import idempotency_key
 from airflow_provider_openai_batch.operators.submit import STATE_KEY, OpenAIBatchSubmitOperator
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+from airflow_provider_openai_batch.version_compat import TaskDeferralTimeout
 from tests.conftest import TEST_API_KEY
 from tests.unit.operators.fakes import RecordingTI, context
 

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from airflow_provider_openai_batch.get_provider_info import get_provider_info
 from airflow_provider_openai_batch.plugins.openai_batches import URL_PREFIX, OpenAIBatchesPlugin
+from airflow_provider_openai_batch.version_compat import AIRFLOW_V_3_1_PLUS
 
 
 def test_provider_info_names_the_plugin_class():
@@ -60,6 +61,9 @@ def test_the_api_server_mounts_the_page_behind_airflow_authentication(airflow_ap
     assert page.status_code == 200 and seeded.ids["a1"] in page.text
 
 
+@pytest.mark.skipif(
+    not AIRFLOW_V_3_1_PLUS, reason="Airflow 3.0 has no external_views: the page is served but not in the menu"
+)
 def test_the_api_server_lists_the_plugin_and_its_views(airflow_api):
     client, token = airflow_api
     response = client.get("/api/v2/plugins", headers={"Authorization": f"Bearer {token}"})

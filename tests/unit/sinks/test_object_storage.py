@@ -7,7 +7,7 @@ import uuid
 
 import pyarrow.parquet as pq
 import pytest
-from airflow.sdk import ObjectStoragePath
+from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_openai_batch.core.result_table import RESULT_SCHEMA
 from airflow_provider_openai_batch.sinks.object_storage import ObjectStorageSink
@@ -82,7 +82,7 @@ def test_s3_rerun_replaces_the_object_and_a_failed_rerun_keeps_it(s3_bucket):
         sink.write("job", failing(batches("job", ["a", "b", "c"], "third", size=1)))
     rows = read_rows(sink.location("job"))
     assert sorted((r["custom_id"], r["content"]) for r in rows) == [("a", "second"), ("b", "second"), ("c", "second")]
-    listed = sorted(p.name for p in ObjectStoragePath(prefix, conn_id=None).joinpath("job").iterdir())
+    listed = sorted(p.name for p in ObjectStoragePath(prefix).joinpath("job").iterdir())
     assert listed == ["results.parquet"]
     namespace, key = sink.lineage("job")
     assert (namespace, key) == ("s3://results", f"{prefix.split('results/', 1)[1]}/job/results.parquet")
