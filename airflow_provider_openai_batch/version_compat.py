@@ -6,6 +6,8 @@ module holds only what it does not: the version flags and the few names it has n
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow import __version__ as _airflow_version
 from packaging.version import Version
 
@@ -19,4 +21,32 @@ try:  # the Task SDK's own exceptions module has it from 3.1 on
 except ImportError:
     from airflow.exceptions import TaskDeferralTimeout  # type: ignore[no-redef]
 
-__all__ = ["AIRFLOW_V_3_1_PLUS", "AIRFLOW_V_3_3_PLUS", "TaskDeferralTimeout"]
+
+def fallbacks() -> list[str]:
+    """What this Airflow lacks that the provider would use, and what it does instead."""
+    found = []
+    if not AIRFLOW_V_3_3_PLUS:
+        found.append("no task state store: a retry re-attaches to its batch by idempotency key alone")
+        found.append(
+            "no BaseTrigger.on_kill: marking a deferred task failed leaves its batch running "
+            "(a retry re-attaches to it; wait_timeout still cancels it)"
+        )
+    if not AIRFLOW_V_3_1_PLUS:
+        found.append("no external_views: the batches page is served at /openai-batches/ but not linked in the UI")
+    return found
+
+
+_logged = False
+
+
+def log_fallbacks(log: Any) -> None:
+    """Say once per process which fallbacks are in effect, so a task log explains itself."""
+    global _logged
+    if _logged:
+        return
+    _logged = True
+    for note in fallbacks():
+        log.info("Airflow %s: %s", _airflow_version, note)
+
+
+__all__ = ["AIRFLOW_V_3_1_PLUS", "AIRFLOW_V_3_3_PLUS", "TaskDeferralTimeout", "fallbacks", "log_fallbacks"]

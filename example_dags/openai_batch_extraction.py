@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, BaseHook, ObjectStoragePath, task
+from airflow.providers.common.compat.sdk import BaseHook
+from airflow.sdk import DAG, ObjectStoragePath, task
 from pydantic import BaseModel, Field
 
 from airflow_provider_openai_batch.operators.build import OpenAIBatchBuildOperator

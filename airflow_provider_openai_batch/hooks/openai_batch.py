@@ -60,6 +60,13 @@ class OpenAIBatchHook(BaseHook):
     conn_type = "openai_batch"
     hook_name = "OpenAI Batch"
 
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form's labels; Airflow 3.0 reads them here, later releases from the provider info."""
+        from airflow_provider_openai_batch.get_provider_info import UI_FIELD_BEHAVIOUR
+
+        return UI_FIELD_BEHAVIOUR
+
     def __init__(
         self, conn_id: str = default_conn_name, *, call_retries: CallRetries | None = None, **kwargs: Any
     ) -> None:
@@ -256,11 +263,19 @@ _SHARED_CLIENT_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, async
 
 
 async def _aget_connection(conn_id: str) -> Any:
-    """The connection, read without blocking the triggerer's loop (Airflow 3.0 has no async getter)."""
+    """
+    The connection, read without blocking the triggerer's loop.
+
+    Airflow 3.0 has no async getter, and its triggerer's channel to the supervisor breaks
+    ("Response read out of order") when two threads read connections at once: asgiref's
+    ``sync_to_async`` runs every call in one shared thread, one at a time.
+    """
     getter = getattr(BaseHook, "aget_connection", None)
     if getter is not None:
         return await getter(conn_id)
-    return await asyncio.to_thread(BaseHook.get_connection, conn_id)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(BaseHook.get_connection)(conn_id)
 
 
 def _masked_config(conn: Any) -> ClientConfig:

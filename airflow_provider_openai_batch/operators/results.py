@@ -41,6 +41,7 @@ from airflow_provider_openai_batch.sinks.base import ResultSink
 from airflow_provider_openai_batch.sinks.object_storage import ObjectStorageSink
 from airflow_provider_openai_batch.sinks.sql import SqlSink
 from airflow_provider_openai_batch.triggers.events import batch_summary, check_event
+from airflow_provider_openai_batch.version_compat import log_fallbacks
 
 
 class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
@@ -130,6 +131,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
     # -- entry points -----------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        log_fallbacks(self.log)
         submitted = sorted(self.batches, key=lambda b: b["shard"]["index"])
         if not submitted:
             raise ValueError("no batches to collect: the upstream submit tasks returned nothing")

@@ -26,6 +26,7 @@ from airflow_provider_openai_batch.operators.batch_lifecycle import (
     wait_deadline,
 )
 from airflow_provider_openai_batch.triggers.events import batch_summary, check_event, failure_message
+from airflow_provider_openai_batch.version_compat import log_fallbacks
 
 if TYPE_CHECKING:
     from openai.types import Batch
@@ -105,6 +106,7 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
     # -- entry points -----------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        log_fallbacks(self.log)
         hook = self.hook
         batch, attempt = self._attach_or_submit(hook, context)
         return self._follow(context, hook, batch, attempt, wait_deadline(self.wait_timeout))
