@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: venv chromium test test-lowest lint demo bench clean
+.PHONY: venv chromium test test-lowest lint demo bench dist clean
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -71,5 +71,9 @@ bench: venv
 demo: venv
 	$(VENV)/bin/python scripts/demo.py --dag $(DAG)
 
+# The wheel and sdist, in dist/ (until the package is on PyPI: `pip install dist/*.whl`).
+dist: | $(UV)
+	$(UV) build --out-dir dist
+
 clean:
-	rm -rf $(VENV) $(LOWEST) $(TOOLS) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) $(TOOLS) .demo dist .pytest_cache .mypy_cache .ruff_cache
