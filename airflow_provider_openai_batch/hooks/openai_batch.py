@@ -60,13 +60,6 @@ class OpenAIBatchHook(BaseHook):
     conn_type = "openai_batch"
     hook_name = "OpenAI Batch"
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form's labels; Airflow 3.0 reads them here, later releases from the provider info."""
-        from airflow_provider_openai_batch.get_provider_info import UI_FIELD_BEHAVIOUR
-
-        return UI_FIELD_BEHAVIOUR
-
     def __init__(
         self, conn_id: str = default_conn_name, *, call_retries: CallRetries | None = None, **kwargs: Any
     ) -> None:
@@ -94,8 +87,7 @@ class OpenAIBatchHook(BaseHook):
 
     async def get_async_client(self) -> openai.AsyncOpenAI:
         """Build the async client without blocking the event loop (triggerer-safe)."""
-        conn = await _aget_connection(self.conn_id)
-        return build_async_client(_masked_config(conn))
+        return build_async_client(await _aconfig(self.conn_id))
 
     async def get_shared_async_client(self) -> openai.AsyncOpenAI:
         """
@@ -106,7 +98,7 @@ class OpenAIBatchHook(BaseHook):
         pools. The connection is still read at every call, so a changed key or URL gets its own
         client. Callers must not close it; it lives as long as the loop.
         """
-        config = _masked_config(await _aget_connection(self.conn_id))
+        config = await _aconfig(self.conn_id)
         key = json.dumps(config.kwargs(), sort_keys=True, default=str)
         loop = asyncio.get_running_loop()
         clients = _SHARED_ASYNC_CLIENTS.setdefault(loop, {})
@@ -262,20 +254,21 @@ _SHARED_ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict
 _SHARED_CLIENT_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-async def _aget_connection(conn_id: str) -> Any:
+async def _aconfig(conn_id: str) -> ClientConfig:
     """
-    The connection, read without blocking the triggerer's loop.
+    The connection's client settings, read without blocking the triggerer's loop.
 
-    Airflow 3.0 has no async getter, and its triggerer's channel to the supervisor breaks
-    ("Response read out of order") when two threads read connections at once: asgiref's
-    ``sync_to_async`` runs every call in one shared thread, one at a time.
+    Airflow 3.0 has no async connection getter, and its triggerer's channel to the supervisor
+    breaks when two threads use it at once ("Response read out of order") or when the loop's own
+    thread blocks on it: there, asgiref's ``sync_to_async`` reads and masks in one shared thread,
+    one call at a time.
     """
     getter = getattr(BaseHook, "aget_connection", None)
     if getter is not None:
-        return await getter(conn_id)
+        return _masked_config(await getter(conn_id))
     from asgiref.sync import sync_to_async
 
-    return await sync_to_async(BaseHook.get_connection)(conn_id)
+    return await sync_to_async(lambda: _masked_config(BaseHook.get_connection(conn_id)))()
 
 
 def _masked_config(conn: Any) -> ClientConfig:

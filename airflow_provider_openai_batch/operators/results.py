@@ -43,6 +43,8 @@ from airflow_provider_openai_batch.sinks.sql import SqlSink
 from airflow_provider_openai_batch.triggers.events import batch_summary, check_event
 from airflow_provider_openai_batch.version_compat import log_fallbacks
 
+STATE_XCOM_KEY = "collection_state"
+
 
 class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
     """
@@ -153,7 +155,10 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
     def resume(self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None):
         """Back from the trigger with one retry batch ended: wait for the others, then collect."""
         event = check_event(event)
-        if state is None:
+        if state is None:  # Airflow 3.0's dag.test() resumes without the deferral's kwargs
+            ti = context["ti"]
+            state = ti.xcom_pull(task_ids=ti.task_id, key=STATE_XCOM_KEY, map_indexes=ti.map_index)
+        if not isinstance(state, dict):
             raise AirflowException("resumed without the collection state; clear the task to start over")
         if event["status"] == "timeout":
             self.timed_out(event["batch_id"], event.get("batch_status"))
@@ -303,6 +308,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
                 deadline = state.get("deadline")
                 if deadline is not None and time.time() >= deadline:
                     self.timed_out(item["batch"]["id"], item["batch"]["status"])
+                # Ids, counts and paths only: kept in XCom too, for a resume that lost its kwargs.
+                context["ti"].xcom_push(key=STATE_XCOM_KEY, value=state)
                 self.defer_on_batch(context, item["batch"]["id"], deadline, "resume", {"state": state})
         return self._collect(context, state)
 

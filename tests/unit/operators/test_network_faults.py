@@ -24,6 +24,7 @@ from airflow_provider_openai_batch.operators.batch_lifecycle import (
     idempotency_key,
     submit_shard,
 )
+from airflow_provider_openai_batch.triggers.events import batch_summary
 from airflow_provider_openai_batch.version_compat import TaskDeferralTimeout
 from tests.conftest import TEST_API_KEY
 from tests.unit.operators.test_results import collect, shard_refs, submitted_job
@@ -157,3 +158,23 @@ def test_the_submit_and_results_paths_key_and_tag_batches_the_same_way(openai_co
     retry = {**shard, "attempt": 2}
     assert idempotency_key(retry) == f"{idempotency_key(shard)}:attempt2"
     assert idempotency_key(retry, 1) == f"{idempotency_key(shard)}:attempt2:resubmit1"
+
+
+def test_a_resume_without_its_kwargs_takes_the_collection_state_from_xcom(openai_conn, emulator, tmp_path):
+    """Airflow 3.0's dag.test() resumes a deferred task without the kwargs it deferred with."""
+    with knobs(emulator, expire_after_requests=4):
+        items = submitted_job(tmp_path, [6])
+    op = collect(items, tmp_path / "results", max_attempts=2)
+    context: dict[str, Any] = {"ti": PullingTI(task_id="collect")}
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    trigger = deferred.value.trigger
+    batch = OpenAIBatchHook().get_batch(trigger.batch_id)
+    while batch.status not in ("completed", "expired", "failed", "cancelled"):
+        time.sleep(0.05)
+        batch = OpenAIBatchHook().get_batch(trigger.batch_id)
+    event = {"status": "completed", "batch_id": batch.id, "batch": batch_summary(batch)}
+
+    summary = op.resume(context, event=event)  # no state=
+
+    assert summary["requests"] == 6 and summary["attempts"] == 2
