@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from airflow_provider_openai_batch.emulator.runtime import EmulatorRuntime
 
-_BATCHES = _CREATE = re.compile(r"^/(?:v1|openai)/batches/?$")
+_BATCHES = re.compile(r"^/(?:v1|openai)/batches/?$")
 _STATUS = re.compile(r"^/(?:v1|openai)/batches/[^/]+/?$")
 _UPLOAD = re.compile(r"^/(?:v1|openai)/files/?$")
 _DOWNLOAD = re.compile(r"^/(?:v1|openai)/files/[^/]+/content/?$")
@@ -64,7 +64,7 @@ class ConnectionFaults:
             return
         method, path = scope["method"], scope["path"]
         settings = self.runtime.settings
-        if method == "POST" and _CREATE.match(path):
+        if method == "POST" and _BATCHES.match(path):
             if settings.reset_after_create > 0:
                 await self._after_commit(scope, receive, send, "reset_after_create", _drop)
                 return
