@@ -19,8 +19,6 @@ from airflow_provider_openai_batch.core.line_blocks import LineBlocks, opened_li
 from airflow_provider_openai_batch.hooks.openai_batch import PathLike, as_storage_path
 
 LOCAL_PROTOCOLS = ("file", "local", "")
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def opener_under(base: PathLike):
@@ -43,6 +41,20 @@ def opener_under(base: PathLike):
     return open_shard
 
 
+def _umask() -> int:
+    """The process umask, read without setting it (``os.umask`` would change it for every thread)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class _PublishOnClose(io.BufferedWriter):
     """A file written beside ``final`` (created exclusively) and renamed to it on close."""
 
@@ -55,7 +67,7 @@ class _PublishOnClose(io.BufferedWriter):
         if self.closed:
             return
         super().close()
-        os.chmod(self._temp, 0o666 & ~_UMASK)  # what a plain open() would have given it
+        os.chmod(self._temp, 0o666 & ~_umask())  # what a plain open() would have given it
         os.replace(self._temp, self._final)
 
 

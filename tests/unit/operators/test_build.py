@@ -275,3 +275,10 @@ def test_a_symlink_planted_at_a_shard_path_is_replaced_not_written_through(tmp_p
     assert not planted.is_symlink()
     assert local(shards[0]["path"]).read_bytes().count(b"\n") == 1
     assert [p.name for p in requests_dir.iterdir() if p.name.endswith(".partial")] == []
+
+
+def test_shard_files_get_the_mode_a_plain_open_would_give_them(tmp_path):
+    shards, _ = build(tmp_path, [{"id": "r1", "text": "a"}])
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    assert local(shards[0]["path"]).stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
