@@ -186,7 +186,7 @@ def main() -> int:
     (DEMO / "logs").mkdir(parents=True)
     log = DEMO / "logs" / "demo.log"
     api_key = f"sk-demo-{secrets.token_hex(16)}"
-    port = free_port()
+    port = int(os.environ.get("OPENAI_BATCH_EMULATOR_PORT") or free_port())
     base_url = f"http://127.0.0.1:{port}/v1"
     env = airflow_env(api_key, base_url)
 
