@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import weakref
 from collections.abc import Iterator, Mapping
@@ -18,7 +19,7 @@ from airflow.sdk.log import mask_secret
 
 from airflow_provider_openai_batch.core.limits import COMPLETION_WINDOW
 from airflow_provider_openai_batch.core.line_blocks import LineBlocks
-from airflow_provider_openai_batch.hooks.call_retries import TRANSIENT_ERRORS, CallRetries
+from airflow_provider_openai_batch.hooks.call_retries import TRANSIENT_ERRORS, CallRetries, describe
 from airflow_provider_openai_batch.hooks.client_config import ClientConfig, client_config_from_connection
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ PathLike = str | ObjectStoragePath
 CHUNK_SIZE = 1024 * 1024
 
 DEFAULT_CALL_RETRIES = CallRetries()
+
+_ANY_API_ERROR: tuple[type[Exception], ...] = (openai.APIError, *TRANSIENT_ERRORS)
 
 __all__ = ["TRANSIENT_ERRORS", "OpenAIBatchHook", "as_storage_path"]
 
@@ -123,14 +126,55 @@ class OpenAIBatchHook(BaseHook):
         """Upload a local or object-storage file, streamed from its handle (never read whole)."""
         source = as_storage_path(path)
         name = filename or source.name
+        tries = 0
+        started = time.monotonic()
 
         def upload() -> FileObject:
+            nonlocal tries
+            tries += 1
             with source.open("rb") as handle:
                 return self.single_shot_client.files.create(file=(name, handle), purpose=purpose)  # type: ignore[arg-type]
 
-        # A retry after a lost reply may store the file twice; the extra copy is never used by a
-        # batch, and nothing bills for it.
-        return self.call_retries.call(f"Upload of {name}", upload, self.log)
+        uploaded = self.call_retries.call(f"Upload of {name}", upload, self.log)
+        if tries > 1:
+            self._delete_lost_copies(uploaded, time.monotonic() - started)
+        return uploaded
+
+    def _delete_lost_copies(self, kept: FileObject, seconds: float) -> None:
+        """
+        Delete the copies of ``kept`` that failed tries of its upload stored before their reply
+        was lost: no batch will use them, but they count against the account's storage.
+
+        A copy has the same name, purpose and size and was stored in the ``seconds`` the upload
+        took, before ``kept`` (by the service's clock: the worker's may be off). Shard names are
+        unique per job and shard, so nothing else matches. Best effort: a failed look-up is logged.
+        """
+        since = kept.created_at - math.ceil(seconds) - 1
+        try:
+            copies = []
+            for file in self.single_shot_client.files.list(purpose=kept.purpose, order="desc", limit=100):
+                if file.created_at < since:
+                    break
+                same = (file.filename, file.bytes) == (kept.filename, kept.bytes)
+                if same and file.id != kept.id and file.created_at <= kept.created_at:
+                    copies.append(file.id)
+            for copy in copies:
+                self.single_shot_client.files.delete(copy)
+                self.log.warning(
+                    "Upload of %s: deleted %s, a copy stored by a try whose reply was lost (kept %s)",
+                    kept.filename,
+                    copy,
+                    kept.id,
+                )
+        except _ANY_API_ERROR as error:
+            self.log.warning(
+                "Upload of %s was retried, and a failed try may have stored a copy: looking for it failed "
+                "(%s); files named %s other than %s are unused and can be deleted",
+                kept.filename,
+                describe(error),
+                kept.filename,
+                kept.id,
+            )
 
     def get_file(self, file_id: str) -> FileObject:
         return self.client.files.retrieve(file_id)
@@ -142,18 +186,32 @@ class OpenAIBatchHook(BaseHook):
         """
         A file's bytes, each exactly once, in order, through resets and 5xx along the way.
 
-        After a failure the download asks for the rest (``Range: bytes=N-``); a server that
-        answers with the whole file instead has its first N bytes skipped. Failures in a row are
-        bounded by ``call_retries``; any progress starts the count again.
+        After a failure the download asks for the rest (``Range: bytes=N-``), uncompressed so that
+        N counts the same bytes on both sides. A server that answers with the whole file instead
+        has its first N bytes skipped; a part that does not start at N, or is compressed, is not
+        used: the next try asks for the whole file. Failures in a row are bounded by
+        ``call_retries``; any progress starts the count again.
         """
         received = failures = 0
+        ranged = True
         while True:
-            headers = {"Range": f"bytes={received}-"} if received else {}
+            headers = {"Range": f"bytes={received}-", "Accept-Encoding": "identity"} if received and ranged else {}
             try:
                 with self.single_shot_client.files.with_streaming_response.content(
                     file_id, extra_headers=headers
                 ) as response:
                     skip = _bytes_to_skip(response.http_response, received)
+                    if skip is None:
+                        ranged = False
+                        self.log.warning(
+                            "Download of %s: the answer to a request for bytes %d- cannot be used; "
+                            "asking for the whole file and skipping what was received",
+                            file_id,
+                            received,
+                        )
+                        raise openai.APIConnectionError(
+                            message="unusable partial answer", request=response.http_response.request
+                        )
                     for chunk in response.iter_bytes(chunk_size):
                         if skip:
                             chunk, skip = chunk[skip:], max(skip - len(chunk), 0)
@@ -291,17 +349,21 @@ def build_async_client(config: ClientConfig) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(**config.kwargs())
 
 
-def _bytes_to_skip(response: Any, received: int) -> int:
-    """How much of a resumed download's body was already delivered: none if the Range was honoured."""
+def _bytes_to_skip(response: Any, received: int) -> int | None:
+    """
+    How much of a resumed download's body was already delivered: all of it when the server sent
+    the whole file again, none when it sent the rest; ``None`` for a part that cannot be placed
+    (another start, or a range of a compressed body, whose offsets are not the file's).
+    """
     if not received:
         return 0
     if response.status_code != 206:
         return received
-    content_range = response.headers.get("content-range", "")
-    if not content_range.startswith(f"bytes {received}-"):
-        raise openai.APIConnectionError(
-            message=f"resumed download answered {content_range!r}, not from byte {received}", request=response.request
-        )
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity") or not response.headers.get("content-range", "").startswith(
+        f"bytes {received}-"
+    ):
+        return None
     return 0
 
 

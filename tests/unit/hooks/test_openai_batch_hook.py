@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import logging
 import time
 
 import openai
 import pytest
 
+from airflow_provider_openai_batch.hooks.call_retries import CallRetries
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from tests.conftest import TEST_API_KEY
+from tests.http_lib import http_lib
+from tests.unit.operators.test_submit import knobs
 
 
 def request_line(custom_id: str, text: str = "hello") -> str:
@@ -148,32 +154,99 @@ def test_connection_of_the_official_openai_type_works(emulator, monkeypatch):
     assert ok
 
 
-def test_a_resumed_download_skips_what_it_had_when_the_server_ignores_range():
-    """A service that answers a Range request with the whole file again: no byte twice, none lost."""
-    from openai import OpenAI
-
-    from airflow_provider_openai_batch.hooks.call_retries import CallRetries
-    from tests.http_lib import http_lib
-
-    whole = b"".join(b'{"custom_id":"r%d"}\n' % i for i in range(50))
-    asked: list[str | None] = []
-
-    def cut_body():
-        yield whole[:333]
-        raise http_lib.ReadError("connection reset by peer")
-
-    def handler(request: http_lib.Request) -> http_lib.Response:
-        asked.append(request.headers.get("range"))
-        body = cut_body() if len(asked) == 1 else iter([whole])
-        return http_lib.Response(200, content=body, headers={"content-length": str(len(whole))})
-
+def _hook_on(handler) -> OpenAIBatchHook:
+    """A hook whose client talks to ``handler``: a service the emulator cannot play."""
     hook = OpenAIBatchHook(call_retries=CallRetries(base_delay=0.001))
-    client = OpenAI(
+    client = openai.OpenAI(
         base_url="http://service/v1",
         api_key="sk-x",
         http_client=http_lib.Client(transport=http_lib.MockTransport(handler)),
     )
     hook.__dict__["single_shot_client"] = client.with_options(max_retries=0)
+    return hook
 
-    assert b"".join(hook.iter_file_chunks("file-1", chunk_size=100)) == whole
+
+def _cut(body: bytes, after: int):
+    yield body[:after]
+    raise http_lib.ReadError("connection reset by peer")
+
+
+def test_a_resumed_download_skips_what_it_had_when_the_server_ignores_range():
+    """A service that answers a Range request with the whole file again: no byte twice, none lost."""
+    whole = b"".join(b'{"custom_id":"r%d"}\n' % i for i in range(50))
+    asked: list[str | None] = []
+
+    def handler(request: http_lib.Request) -> http_lib.Response:
+        asked.append(request.headers.get("range"))
+        body = _cut(whole, 333) if len(asked) == 1 else iter([whole])
+        return http_lib.Response(200, content=body, headers={"content-length": str(len(whole))})
+
+    assert b"".join(_hook_on(handler).iter_file_chunks("file-1", chunk_size=100)) == whole
     assert asked == [None, "bytes=300-"]  # from the last whole chunk handed on
+
+
+@pytest.mark.parametrize("honours_identity", [True, False], ids=["identity-part", "gzip-part"])
+def test_a_resumed_download_of_a_compressed_body_counts_the_file_bytes(honours_identity):
+    """
+    A gzip-encoded download cut off: the bytes received are the file's, not the wire's, so the
+    rest is asked for uncompressed; a server that still sends a part of its gzip stream (whose
+    offsets are not the file's) gets asked for the whole file, and what was received is skipped.
+    """
+    whole = b"".join(
+        b'{"custom_id":"r%d","hash":"%s"}\n' % (i, hashlib.sha256(b"%d" % i).hexdigest().encode()) for i in range(400)
+    )
+    packed = gzip.compress(whole)
+    asked: list[tuple[str | None, str]] = []
+
+    def handler(request: http_lib.Request) -> http_lib.Response:
+        ranged, accepts = request.headers.get("range"), request.headers.get("accept-encoding", "")
+        asked.append((ranged, accepts))
+        gzipped = "gzip" in accepts or not honours_identity
+        body = packed if gzipped else whole
+        headers = {"content-encoding": "gzip"} if gzipped else {}
+        if len(asked) == 1:
+            return http_lib.Response(200, content=_cut(body, len(body) // 2), headers=headers)
+        if ranged:  # a Range names bytes of the representation sent: RFC 9110 section 14.1.2
+            start = int(ranged.removeprefix("bytes=").rstrip("-"))
+            headers["content-range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+            return http_lib.Response(206, content=body[start:], headers=headers)
+        return http_lib.Response(200, content=body, headers=headers)
+
+    assert b"".join(_hook_on(handler).iter_file_chunks("file-1", chunk_size=1000)) == whole
+    assert asked[1][0] is not None and asked[1][1] == "identity"
+    assert len(asked) == (2 if honours_identity else 3)
+
+
+@pytest.fixture
+def quick_hook(openai_conn) -> OpenAIBatchHook:
+    """Resets carry no retry-after: the default attempts with short waits."""
+    return OpenAIBatchHook(conn_id=openai_conn, call_retries=CallRetries(base_delay=0.01, max_delay=0.05))
+
+
+def _named(hook: OpenAIBatchHook, filename: str) -> list[str]:
+    return [f.id for f in hook.client.files.list(purpose="batch") if f.filename == filename]
+
+
+def test_an_upload_retried_after_a_lost_reply_deletes_the_copy_it_stored(
+    quick_hook, input_file, emulator, capsys, caplog
+):
+    name = f"job-{time.time_ns()}-shard-00000.jsonl"
+    with knobs(emulator, reset_after_upload=1), caplog.at_level(logging.WARNING):
+        uploaded = quick_hook.upload_file(input_file, filename=name)
+
+    assert _named(quick_hook, name) == [uploaded.id]
+    logged = capsys.readouterr().out + caplog.text
+    assert f"Upload of {name}: deleted file-" in logged
+    assert f"(kept {uploaded.id})" in logged
+
+
+def test_the_copies_deleted_are_only_those_of_the_retried_upload(quick_hook, input_file, tmp_path, emulator):
+    name = f"job-{time.time_ns()}-shard-00000.jsonl"
+    other = tmp_path / "other.jsonl"
+    other.write_text(request_line("x") + "\n")
+    earlier = quick_hook.upload_file(other, filename=name)  # same name, other bytes
+
+    with knobs(emulator, reset_before_upload=1, reset_after_upload=1):
+        uploaded = quick_hook.upload_file(input_file, filename=name)
+
+    assert sorted(_named(quick_hook, name)) == sorted([earlier.id, uploaded.id])
