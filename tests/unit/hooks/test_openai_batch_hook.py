@@ -250,3 +250,15 @@ def test_the_copies_deleted_are_only_those_of_the_retried_upload(quick_hook, inp
         uploaded = quick_hook.upload_file(input_file, filename=name)
 
     assert sorted(_named(quick_hook, name)) == sorted([earlier.id, uploaded.id])
+
+
+def test_a_download_cut_off_again_and_again_among_500s_gives_every_line_once(quick_hook, tmp_path, emulator):
+    path = tmp_path / "big.jsonl"
+    path.write_text("".join(request_line(f"r-{i}", "x" * i) + "\n" for i in range(60)))
+    uploaded = quick_hook.upload_file(path)
+
+    with knobs(emulator, cut_downloads=4, cut_download_after_bytes=900, http_500_rate=0.4, seed=11):
+        lines = list(quick_hook.iter_file_lines(uploaded.id))
+
+    assert lines == path.read_bytes().splitlines()
+    assert emulator.settings.cut_downloads == 0  # every cut happened inside the file
