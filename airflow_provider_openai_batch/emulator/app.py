@@ -31,7 +31,7 @@ from airflow_provider_openai_batch.emulator.errors import (
     missing_parameter,
 )
 from airflow_provider_openai_batch.emulator.runtime import EmulatorRuntime
-from airflow_provider_openai_batch.emulator.settings import EmulatorSettings, EmulatorSettingsError
+from airflow_provider_openai_batch.emulator.settings import MASKED_KEY, EmulatorSettings, EmulatorSettingsError
 from airflow_provider_openai_batch.emulator.views import batch_view, file_view, page_view
 
 # The Files API takes up to 512 MB; batch input files up to MAX_BYTES_PER_FILE.
@@ -234,6 +234,8 @@ def _admin_router(runtime: EmulatorRuntime) -> APIRouter:
 
     @router.post("/settings")
     def update_settings(changes: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        if changes.get("api_key") == MASKED_KEY:  # settings read, edited and sent back keep the key
+            changes = {k: v for k, v in changes.items() if k != "api_key"}
         try:
             return runtime.update_settings(changes).shown()
         except EmulatorSettingsError as error:

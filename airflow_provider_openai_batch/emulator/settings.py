@@ -17,6 +17,8 @@ from airflow_provider_openai_batch.core.limits import MAX_REQUESTS_PER_FILE
 
 ENV_PREFIX = "OPENAI_BATCH_EMULATOR_"
 ORGANIZATION = "org-emulator"
+# What the admin routes show for a required key, and take back as "unchanged".
+MASKED_KEY = "***"
 
 
 def _knob(default: Any, help: str) -> Any:
@@ -84,7 +86,7 @@ class EmulatorSettings:
 
     def shown(self) -> dict[str, Any]:
         """The knobs as the admin endpoint shows them: a required key is never handed out."""
-        return {**self.to_dict(), "api_key": None if self.api_key is None else "***"}
+        return {**self.to_dict(), "api_key": None if self.api_key is None else MASKED_KEY}
 
 
 def knob_names() -> list[str]:

@@ -121,3 +121,14 @@ def test_admin_settings_never_show_the_key_and_need_it(server: EmulatorServer):
     assert shown.status_code == 200
     assert shown.json()["api_key"] == "***"
     assert "sk-admin-secret" not in shown.text
+
+
+def test_admin_settings_sent_back_as_shown_keep_the_key(server: EmulatorServer):
+    server.update_settings(api_key="sk-admin-secret-123456")
+    auth = {"Authorization": "Bearer sk-admin-secret-123456"}
+    with http_lib.Client(base_url=server.url, headers=auth) as http:
+        shown = http.get("/_emulator/settings").json()
+        answer = http.post("/_emulator/settings", json={**shown, "seed": 5})
+    assert answer.status_code == 200
+    assert server.settings.api_key == "sk-admin-secret-123456"
+    assert server.settings.seed == 5
