@@ -49,13 +49,13 @@ class OpenAIBatchHook(BaseHook):
     Interact with the OpenAI Batch API (and OpenAI-compatible or Azure OpenAI services).
 
     Most calls use the ``openai`` package's own retries and timeouts (``max_retries`` and
-    ``timeout`` in the connection extra). Uploads, status reads and downloads go through
+    ``timeout`` in the connection extra). Uploads, status reads, cancels and downloads go through
     ``call_retries`` instead (downloads resume where a reset cut them), and a batch create is
     never retried blindly: see ``operators/batch_lifecycle.py``. The API key lives only inside the
     client objects.
 
     :param conn_id: an ``openai_batch`` or ``openai`` connection.
-    :param call_retries: the policy for uploads, status reads and downloads.
+    :param call_retries: the policy for uploads, status reads, cancels and downloads.
     """
 
     conn_name_attr = "conn_id"
@@ -268,7 +268,23 @@ class OpenAIBatchHook(BaseHook):
         )
 
     def cancel_batch(self, batch_id: str) -> Batch:
-        return self.client.batches.cancel(batch_id)
+        """
+        Retried by ``call_retries``: a cancel lost to the network leaves the batch running and
+        billed. A 409 after a failed try means that try got through: the batch is returned.
+        """
+        tries = 0
+
+        def cancel() -> Batch:
+            nonlocal tries
+            tries += 1
+            try:
+                return self.single_shot_client.batches.cancel(batch_id)
+            except openai.ConflictError:
+                if tries == 1:
+                    raise
+                return self.single_shot_client.batches.retrieve(batch_id)
+
+        return self.call_retries.call(f"Cancel of batch {batch_id}", cancel, self.log)
 
     def list_batches(self, *, page_size: int = 100) -> Iterator[Batch]:
         """All batches, newest first; pages are fetched lazily as the iterator advances."""

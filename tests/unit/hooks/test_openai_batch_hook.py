@@ -262,3 +262,46 @@ def test_a_download_cut_off_again_and_again_among_500s_gives_every_line_once(qui
 
     assert lines == path.read_bytes().splitlines()
     assert emulator.settings.cut_downloads == 0  # every cut happened inside the file
+
+
+def test_a_cancel_rides_out_more_500s_than_the_client_retries(quick_hook, input_file, emulator):
+    """Seed 5 draws three 500s in a row, then a pass, at this rate: the client alone gives up at three."""
+    with knobs(emulator, in_progress_seconds=30):
+        uploaded = quick_hook.upload_file(input_file)
+        batch = quick_hook.create_batch(input_file_id=uploaded.id, endpoint="/v1/chat/completions")
+        with knobs(emulator, http_500_rate=0.8, seed=5, retry_after_seconds=0.01):
+            cancelled = quick_hook.cancel_batch(batch.id)
+        assert cancelled.status in ("cancelling", "cancelled")
+
+
+def test_a_cancel_whose_reply_was_lost_takes_the_retry_s_409_as_done():
+    """The first try cancelled the batch but its reply was lost; by the retry the batch has ended."""
+    batch = {
+        "id": "batch_1",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "input_file_id": "file-1",
+        "completion_window": "24h",
+        "status": "cancelled",
+        "created_at": 1,
+    }
+    asked: list[str] = []
+
+    def handler(request: http_lib.Request) -> http_lib.Response:
+        asked.append(f"{request.method} {request.url.path}")
+        if request.method == "GET":
+            return http_lib.Response(200, json=batch)
+        if len(asked) == 1:
+            raise http_lib.ReadError("connection reset by peer")
+        return http_lib.Response(409, json={"error": {"message": "Cannot cancel a batch with status 'cancelled'."}})
+
+    assert _hook_on(handler).cancel_batch("batch_1").status == "cancelled"
+    assert asked == ["POST /v1/batches/batch_1/cancel"] * 2 + ["GET /v1/batches/batch_1"]
+
+
+def test_a_cancel_refused_at_the_first_try_is_an_error(quick_hook, input_file, emulator):
+    uploaded = quick_hook.upload_file(input_file)
+    batch = quick_hook.create_batch(input_file_id=uploaded.id, endpoint="/v1/chat/completions")
+    wait_terminal(quick_hook, batch.id)
+    with pytest.raises(openai.ConflictError):
+        quick_hook.cancel_batch(batch.id)
