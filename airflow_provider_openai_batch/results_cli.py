@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+EXIT_PROBLEMS, EXIT_USAGE = 1, 2
 RESULT_COUNT_KEYS = ("requests", "succeeded", "failed", "invalid_output", "expired", "cancelled", "missing")
 BATCH_STATUSES = ("completed", "expired", "cancelled")
 
@@ -44,24 +45,38 @@ def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
-    from airflow_provider_openai_batch.core.collect import ShardRun, collect_attempt
-    from airflow_provider_openai_batch.core.costs import PriceTable
-    from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
-    from airflow_provider_openai_batch.core.result_table import batch_writer, format_of
-    from airflow_provider_openai_batch.core.results import BatchOutcome
-
+    """Exit 0 with the counts; 1 with a message for any problem with the files; 2 without --output/--errors."""
     if args.output is None and args.errors is None:
         print("openai-batch reconcile: give --output, --errors or both", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    try:
+        return _reconcile(args)
+    except _Refused as problem:
+        print(f"openai-batch reconcile: {problem}", file=sys.stderr)
+        return EXIT_PROBLEMS
+
+
+class _Refused(Exception):
+    """A problem with the files given, reported as one message and exit 1 (never a traceback)."""
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from airflow_provider_openai_batch.core.collect import ShardRun, collect_attempt
+    from airflow_provider_openai_batch.core.costs import PriceTable
+    from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
+    from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
+    from airflow_provider_openai_batch.core.result_table import batch_writer, format_of
+    from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileError
+
     for path in (args.requests, args.output, args.errors):
-        if path is not None and not path.is_file():
-            print(f"openai-batch reconcile: {path}: no such file", file=sys.stderr)
-            return 2
+        if path is not None:
+            _check_readable(path)
     try:
         fmt = format_of(str(args.dest))
-    except ValueError as problem:
-        print(f"openai-batch reconcile: {problem}", file=sys.stderr)
-        return 2
+        prices = PriceTable.load(args.prices)
+    except (ValueError, OpenAIBatchInputError) as problem:
+        raise _Refused(problem) from None
+    _check_requests(args.requests)
     answers = args.output or args.errors
     outcome = BatchOutcome(
         job_id=args.job_id or args.requests.stem,
@@ -75,8 +90,15 @@ def run_reconcile(args: argparse.Namespace) -> int:
         requests=lambda: _lines(args.requests),
         results=lambda: [_lines(p) for p in (args.output, args.errors) if p is not None],
     )
-    with pool_that_returns_memory(), _atomic_local(args.dest) as handle, batch_writer(handle, fmt) as writer:
-        report = collect_attempt([run], 1, writer, prices=PriceTable.load(args.prices))
+    try:
+        with pool_that_returns_memory(), _atomic_local(args.dest) as handle, batch_writer(handle, fmt) as writer:
+            report = collect_attempt([run], 1, writer, prices=prices)
+    except OSError as problem:
+        name = str(problem.filename or "")
+        where = name if name and not name.endswith(".partial") else f"cannot write {args.dest}"
+        raise _Refused(f"{where}: {problem.strerror or problem}") from None
+    except ReconcileError as problem:
+        raise _Refused(f"{args.requests}: {problem}") from None
     counts = report.counts.to_dict()
     print(" ".join(f"{key}={counts[key]}" for key in RESULT_COUNT_KEYS))
     print(
@@ -90,6 +112,71 @@ def run_reconcile(args: argparse.Namespace) -> int:
         )
     print(f"wrote {report.staged_rows} rows to {args.dest} ({fmt})")
     return 0
+
+
+# What a batch file cannot start with: the service reads and writes plain UTF-8 JSONL.
+_WRONG_STARTS = (
+    (b"\x1f\x8b", "gzip-compressed; the Batch API's files are plain JSONL: gunzip it first"),
+    (b"\xff\xfe", "UTF-16 (it starts with a UTF-16 byte order mark); save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 (it starts with a UTF-16 byte order mark); save it as UTF-8"),
+)
+
+
+def _check_readable(path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(2)
+    except FileNotFoundError:
+        raise _Refused(f"{path}: no such file") from None
+    except OSError as problem:
+        raise _Refused(f"{path}: {problem.strerror or problem}") from None
+    for magic, why in _WRONG_STARTS:
+        if start == magic:
+            raise _Refused(f"{path}: {why}")
+
+
+class _Id(msgspec.Struct):
+    custom_id: str
+
+
+def _check_requests(path: Path, most: int = 10) -> None:
+    """
+    Refuse a requests file whose custom_ids cannot be joined: each line one JSON object with its own
+    non-empty string ``custom_id``. Reconciling trusts the ids, so each problem is named by line here.
+    """
+    from airflow_provider_openai_batch.core.bodies.checks import utf8_problem
+    from airflow_provider_openai_batch.core.validation import NESTED_TOO_DEEP
+
+    decode = msgspec.json.Decoder(_Id).decode
+    first_line: dict[str, int] = {}
+    problems: list[str] = []
+    for number, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            continue
+        why = None
+        try:
+            custom_id = decode(line).custom_id
+        except UnicodeDecodeError:
+            why = utf8_problem(line) or "not valid UTF-8"
+        except RecursionError:
+            why = NESTED_TOO_DEEP
+        except msgspec.DecodeError as problem:
+            why = f"not a request line: {problem}"
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                why = "starts with a UTF-8 byte order mark (BOM); save the file as UTF-8 without BOM"
+        else:
+            if not custom_id:
+                why = "custom_id is empty"
+            elif (seen := first_line.setdefault(custom_id, number)) != number:
+                why = f"custom_id {custom_id!r} repeats line {seen}; each request needs its own"
+        if why is not None:
+            problems.append(f"{path}:{number}: {why}")
+            if len(problems) == most:
+                break
+    if not problems and not first_line:
+        problems.append(f"{path}: empty file: no requests to reconcile")
+    if problems:
+        raise _Refused("the requests cannot be joined to answers:\n" + "\n".join(problems))
 
 
 def _lines(path: Path) -> Iterator[bytes]:
@@ -120,7 +207,7 @@ def _expects_json(requests: Path) -> bool:
         if line.strip():
             try:
                 body = msgspec.json.decode(line, type=_Request).body
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 return False
             fmt = body and (body.response_format or (body.text.format if body.text else None))
             return bool(fmt and fmt.type in ("json_schema", "json_object"))

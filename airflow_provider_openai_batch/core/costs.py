@@ -294,7 +294,7 @@ def _required(value: float | None, key: str, where: str) -> float:
 def _read_json(path: Path) -> Mapping[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise OpenAIBatchInputError(f"Cannot read price overrides from {path}: {exc}") from exc
     if not isinstance(document, Mapping):
         raise OpenAIBatchInputError(f"Price overrides in {path} must be a JSON object.")

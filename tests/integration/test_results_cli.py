@@ -108,4 +108,4 @@ def test_reconcile_says_which_file_is_missing(tmp_path):
     done = reconcile(
         "--requests", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o.jsonl"), "--dest", "x.parquet"
     )
-    assert done.returncode == 2 and "nope.jsonl: no such file" in done.stderr
+    assert done.returncode == 1 and "nope.jsonl: no such file" in done.stderr

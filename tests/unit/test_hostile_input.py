@@ -244,6 +244,45 @@ def test_reconcile_to_an_unknown_format_says_so_without_a_traceback(write, capsy
     code, _, err = run(
         capsys, "reconcile", "--requests", requests, "--output", output, "--dest", str(tmp_path / "rows.csv")
     )
-    assert code == 2
+    assert code == 1
     assert "cannot tell the format of" in err and "name it .parquet or .jsonl" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (request("r0") + b'{"custom_id": "r\xff1"}\n', "requests.jsonl:2: not valid UTF-8"),
+        (b"\xef\xbb\xbf" + request("r0"), "requests.jsonl:1: starts with a UTF-8 byte order mark (BOM)"),
+        (b'{"custom_id": "r0", "body": ' + nested(DEEP) + b"}\n", "requests.jsonl:1: JSON nested too deeply"),
+        (b"[1]\n", "requests.jsonl:1: not a request line: Expected `object`, got `array`"),
+        (b'{"custom_id": 5}\n', "requests.jsonl:1: not a request line: Expected `str`, got `int`"),
+        (request(""), "requests.jsonl:1: custom_id is empty"),
+        (request("r0") + request("r1") + request("r0"), "requests.jsonl:3: custom_id 'r0' repeats line 1"),
+        (b"", "requests.jsonl: empty file: no requests to reconcile"),
+    ],
+)
+def test_reconcile_names_a_requests_file_it_cannot_join_by_line(write, capsys, tmp_path, lines, message):
+    # The requests give the rows' ids: one that cannot be read would drop or double rows.
+    requests = write("requests.jsonl", lines)
+    output = write("output.jsonl", answer("r0"))
+    dest = tmp_path / "rows.jsonl"
+    code, _, err = run(capsys, "reconcile", "--requests", requests, "--output", output, "--dest", str(dest))
+    assert code == 1 and f"{tmp_path / message}" in err
+    assert not dest.exists()
+
+
+def test_reconcile_names_gzip_unwritable_and_price_problems_without_a_traceback(write, capsys, tmp_path):
+    requests = write("requests.jsonl", request("r0"))
+    output = write("output.jsonl", answer("r0"))
+    zipped = write("output.jsonl.gz", gzip.compress(answer("r0")))
+    prices = write("prices.json", b"[" * DEEP + b"]" * DEEP)
+    cases = [
+        (["--output", zipped, "--dest", str(tmp_path / "r.jsonl")], f"{zipped}: gzip-compressed"),
+        (["--output", output, "--dest", "/proc/rows.jsonl"], "cannot write /proc/rows.jsonl"),
+        (["--output", output, "--dest", str(tmp_path / "r.jsonl"), "--prices", prices], "Cannot read price overrides"),
+        (["--output", str(tmp_path / "nope.jsonl"), "--dest", str(tmp_path / "r.jsonl")], "nope.jsonl: no such file"),
+    ]
+    for args, message in cases:
+        code, _, err = run(capsys, "reconcile", "--requests", requests, *args)
+        assert code == 1 and message in err, err
