@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: venv chromium test test-lowest lint demo bench dist clean
+.PHONY: venv install-wheel chromium test test-lowest lint demo bench dist clean
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -23,11 +23,20 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 venv: $(VENV)/.synced
 
+# The package as users get it: a wheel built from the tree and installed (not editable), so the Airflow
+# components the tests start (and the demo) import that copy, and a file missing from the wheel fails a
+# test. pytest itself imports the tree. Rebuilt on every run: it takes a few seconds.
+WHEEL_DIR := .wheel
+install-wheel: venv
+	rm -rf $(WHEEL_DIR)
+	$(UV) build --wheel --out-dir $(WHEEL_DIR) --quiet
+	$(UV) pip install --python $(VENV)/bin/python --no-deps --reinstall --quiet $(WHEEL_DIR)/*.whl
+
 # Debian's chromium for the browser test (installed only as root when missing; never a download by playwright).
 chromium:
 	@sh scripts/install_chromium.sh
 
-test: venv chromium
+test: install-wheel chromium
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The declared floors: apache-airflow, openai and every other direct dependency at its lowest allowed
@@ -51,7 +60,6 @@ $(LOWEST)/.synced: pyproject.toml | $(UV)
 	$(UV) pip sync --python $(LOWEST)/bin/python --quiet $(LOWEST)/requirements.txt
 	$(UV) pip install --python $(LOWEST)/bin/python --quiet --exclude-newer $(FLOOR_DATE) \
 		-c $(LOWEST)/requirements.txt $(TEST_TOOLS)
-	$(UV) pip install --python $(LOWEST)/bin/python --quiet --no-deps -e .
 	touch $@
 
 # Left out at the floors, for now: the tests that run real Airflow components (scheduler, triggerer,
@@ -61,6 +69,9 @@ LOWEST_LEFT_OUT := --ignore=tests/integration/test_real_airflow.py \
 	--ignore=tests/integration/test_real_airflow_examples.py --ignore=tests/integration/test_ui_browser.py
 
 test-lowest: $(LOWEST)/.synced chromium
+	rm -rf $(WHEEL_DIR)
+	$(UV) build --wheel --out-dir $(WHEEL_DIR) --quiet
+	$(UV) pip install --python $(LOWEST)/bin/python --no-deps --reinstall --quiet $(WHEEL_DIR)/*.whl
 	@$(LOWEST)/bin/python -c "import airflow, openai; print(f'airflow={airflow.__version__} openai={openai.__version__}')"
 	$(LOWEST)/bin/pytest $(LOWEST_LEFT_OUT) $(PYTEST_ARGS)
 
@@ -74,7 +85,7 @@ SIZE ?= full
 bench: venv
 	$(VENV)/bin/python benchmarks/suite.py --size $(SIZE)
 
-demo: venv
+demo: install-wheel
 	$(VENV)/bin/python scripts/demo.py --dag $(DAG)
 
 # The wheel and sdist, in dist/ (until the package is on PyPI: `pip install dist/*.whl`).
@@ -82,4 +93,4 @@ dist: | $(UV)
 	$(UV) build --out-dir dist
 
 clean:
-	rm -rf $(VENV) $(LOWEST) $(TOOLS) .demo dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) $(TOOLS) $(WHEEL_DIR) .demo dist .pytest_cache .mypy_cache .ruff_cache

@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 import httpx
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = "airflow_provider_openai_batch"
 RUN_END_STATES = frozenset({"success", "failed"})
 
 T = TypeVar("T")
@@ -109,6 +111,31 @@ def migrated_database() -> Path:
         shutil.copyfile(Path(home) / "airflow.db", partial)
         partial.replace(template)  # atomic: a concurrent session sees the old state or the whole file
     return template
+
+
+def installed_package(env: Mapping[str, str], cwd: Path) -> Path:
+    """
+    Where the components import the provider from: the installed wheel, file for file the tree's code.
+
+    ``make test`` builds the wheel and installs it (not editable), as a user would; pytest imports
+    the tree. A file the wheel lacks, an editable install or a copy older than the tree fails here.
+    """
+    code = f"import os, {PACKAGE} as p; print(os.path.dirname(os.path.realpath(p.__file__)))"
+    probe = subprocess.run([sys.executable, "-c", code], env=dict(env), cwd=cwd, capture_output=True, text=True)
+    if probe.returncode:
+        raise ClusterError(f"the components cannot import {PACKAGE}:\n{probe.stderr[-2000:]}")
+    installed = Path(probe.stdout.strip())
+    fix = "run `make install-wheel` (make test does)"
+    if installed == REPO / PACKAGE or "site-packages" not in installed.parts:
+        raise ClusterError(f"the components import {PACKAGE} from {installed}, not an installed wheel: {fix}")
+    for source in sorted((REPO / PACKAGE).rglob("*")):
+        if source.is_dir() or "__pycache__" in source.parts:
+            continue
+        copy = installed / source.relative_to(REPO / PACKAGE)
+        if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+            state = "differs from" if copy.is_file() else "is missing from"
+            raise ClusterError(f"{copy.relative_to(installed.parent)} {state} the installed wheel: {fix}")
+    return installed
 
 
 def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -216,6 +243,10 @@ class AirflowCluster:
     :param connections: connection id -> ``AIRFLOW_CONN_*`` JSON value.
     :param env: further environment for every component (``AIRFLOW__SECTION__KEY`` settings, DAG inputs).
     :param pools: pool name -> slots, created with ``include_deferred`` once the api-server is up.
+    :param executor: ``[core] executor``; a CeleryExecutor's workers are started by the test
+        (tests/integration/celery_workers.py).
+    :param database_url: a SQLAlchemy URL of a migrated metadata database; a copy of a migrated
+        SQLite file in ``home`` when not given.
     """
 
     def __init__(
@@ -227,8 +258,12 @@ class AirflowCluster:
         connections: Mapping[str, Mapping[str, Any]] | None = None,
         env: Mapping[str, str] | None = None,
         pools: Mapping[str, int] | None = None,
+        executor: str = "LocalExecutor",
+        database_url: str | None = None,
     ) -> None:
         self.home = Path(home)
+        self.executor = executor
+        self.database_url = database_url
         self.dags_folder = Path(dags_folder)
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}"
@@ -240,11 +275,13 @@ class AirflowCluster:
     def _settings(self, parallelism: int) -> dict[str, str]:
         from cryptography.fernet import Fernet
 
+        database = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url} if self.database_url else {}
         return {
+            **database,
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -264,7 +301,9 @@ class AirflowCluster:
 
     def start(self, timeout: float = 90) -> AirflowCluster:
         self.home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(migrated_database(), self.home / "airflow.db")
+        self.package = installed_package(self.env, self.home)
+        if not self.database_url:
+            shutil.copyfile(migrated_database(), self.home / "airflow.db")
         try:
             for name in COMPONENTS:
                 self.start_component(name)
