@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: venv install-wheel chromium test test-lowest lint demo bench dist clean
+.PHONY: venv install-wheel install-wheel-lowest chromium test test-lowest lint demo bench dist clean
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -27,10 +27,14 @@ venv: $(VENV)/.synced
 # components the tests start (and the demo) import that copy, and a file missing from the wheel fails a
 # test. pytest itself imports the tree. Rebuilt on every run: it takes a few seconds.
 WHEEL_DIR := .wheel
-install-wheel: venv
+define install_wheel_into
 	rm -rf $(WHEEL_DIR)
 	$(UV) build --wheel --out-dir $(WHEEL_DIR) --quiet
-	$(UV) pip install --python $(VENV)/bin/python --no-deps --reinstall --quiet $(WHEEL_DIR)/*.whl
+	$(UV) pip install --python $(1)/bin/python --no-deps --reinstall --quiet $(WHEEL_DIR)/*.whl
+endef
+
+install-wheel: venv
+	$(call install_wheel_into,$(VENV))
 
 # Debian's chromium for the browser test (installed only as root when missing; never a download by playwright).
 chromium:
@@ -62,18 +66,9 @@ $(LOWEST)/.synced: pyproject.toml | $(UV)
 		-c $(LOWEST)/requirements.txt $(TEST_TOOLS)
 	touch $@
 
-# Left out at the floors, for now: the tests that run real Airflow components (scheduler, triggerer,
-# api-server). On 3.0.6 the task supervisor SIGKILLs the submit tasks of that scenario before they
-# defer; until that is understood these run on the locked Airflow only (`make test`).
-LOWEST_LEFT_OUT := --ignore=tests/integration/test_real_airflow.py \
-	--ignore=tests/integration/test_real_airflow_examples.py --ignore=tests/integration/test_ui_browser.py
-
-test-lowest: $(LOWEST)/.synced chromium
-	rm -rf $(WHEEL_DIR)
-	$(UV) build --wheel --out-dir $(WHEEL_DIR) --quiet
-	$(UV) pip install --python $(LOWEST)/bin/python --no-deps --reinstall --quiet $(WHEEL_DIR)/*.whl
+test-lowest: install-wheel-lowest chromium
 	@$(LOWEST)/bin/python -c "import airflow, openai; print(f'airflow={airflow.__version__} openai={openai.__version__}')"
-	$(LOWEST)/bin/pytest $(LOWEST_LEFT_OUT) $(PYTEST_ARGS)
+	$(LOWEST)/bin/pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -33,6 +33,10 @@ def fallbacks() -> list[str]:
         )
     if not AIRFLOW_V_3_1_PLUS:
         found.append("no external_views: the batches page is served at /openai-batches/ but not linked in the UI")
+        found.append(
+            "a task process killed by a signal (OOM, SIGKILL) fails without its retries (apache/airflow#55753): "
+            "clear it, and the new try re-attaches to its batch"
+        )
     return found
 
 

@@ -125,7 +125,7 @@ def installed_package(env: Mapping[str, str], cwd: Path) -> Path:
     if probe.returncode:
         raise ClusterError(f"the components cannot import {PACKAGE}:\n{probe.stderr[-2000:]}")
     installed = Path(probe.stdout.strip())
-    fix = "run `make install-wheel` (make test does)"
+    fix = "run `make install-wheel` (or `make install-wheel-lowest` for .venv-lowest); make test does"
     if installed == REPO / PACKAGE or "site-packages" not in installed.parts:
         raise ClusterError(f"the components import {PACKAGE} from {installed}, not an installed wheel: {fix}")
     for source in sorted((REPO / PACKAGE).rglob("*")):
@@ -289,6 +289,8 @@ class AirflowCluster:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
             "AIRFLOW__API__BASE_URL": self.api_url,
             "AIRFLOW__API__WORKERS": "1",
+            # Airflow 3.0 answers ?deserialize=true on XCom entries only with this set.
+            "AIRFLOW__API__ENABLE_XCOM_DESERIALIZE_SUPPORT": "True",
             "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(32).hex(),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             # Each cluster serves its task and trigger logs on its own ports (the defaults are fixed).
@@ -440,6 +442,12 @@ class AirflowCluster:
         if map_index >= 0:
             path += f"/{map_index}"
         self.api("PATCH", path, json={"new_state": state})
+
+    def clear(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> None:
+        """What a user does with "Clear" on a failed task instance (and what failed downstream of it)."""
+        task = [task_id, map_index] if map_index >= 0 else task_id
+        body = {"dry_run": False, "dag_run_id": run_id, "task_ids": [task], "include_downstream": True}
+        self.api("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
+from airflow_provider_openai_batch.version_compat import AIRFLOW_V_3_1_PLUS
 from tests.integration.airflow_cluster import AirflowCluster, EmulatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,10 @@ CHROMIUM_FLAGS = [
 ]
 DAG_ID = "openai_batch_quickstart"
 TIMEOUT_MS = 60_000
+# The page inside Airflow's UI (menu entry, task-instance tab) comes from external_views: 3.1 and later.
+needs_external_views = pytest.mark.skipif(
+    not AIRFLOW_V_3_1_PLUS, reason="Airflow 3.0 has no external_views: the page is served but not in the UI"
+)
 
 # Starting four Airflow components and running the DAG takes a minute or two on 2 busy cores.
 pytestmark = pytest.mark.timeout(600)
@@ -96,6 +101,7 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
+@needs_external_views
 def test_batches_page_in_the_airflow_ui_shows_the_demo_runs_batches(finished_demo, page):
     cluster, run_id = finished_demo
     submitted = [cluster.xcom(DAG_ID, run_id, "submit_batch", "batch_id", map_index=i) for i in (0, 1)]
@@ -131,11 +137,15 @@ def test_batches_page_filters_by_status_in_the_browser(finished_demo, page):
     screenshot(page, "ui-openai-batches-page.png")
     page.select_option('select[name="status"]', "failed")
     page.get_by_role("button", name="Filter").click()
-    page.wait_for_url("**status=failed**")
+    # The filtered page's content, not a navigation event: Playwright 1.55 (the floor environment's)
+    # sees none of Chromium 156's for a form submission.
+    page.locator(".empty").wait_for()
+    assert "status=failed" in page.url
     assert page.locator("tr.batch").count() == 0
     assert "No batches match" in page.locator(".empty").inner_text()
 
 
+@needs_external_views
 def test_task_instance_tab_shows_that_tasks_batch(finished_demo, page):
     cluster, run_id = finished_demo
     batch_id = cluster.xcom(DAG_ID, run_id, "submit_batch", "batch_id", map_index=0)

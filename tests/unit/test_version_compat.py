@@ -11,7 +11,7 @@ from airflow_provider_openai_batch import version_compat
 
 @pytest.mark.parametrize(
     ("v31", "v33", "expected"),
-    [(True, True, 0), (True, False, 2), (False, False, 3)],
+    [(True, True, 0), (True, False, 2), (False, False, 4)],
 )
 def test_each_missing_feature_is_named_with_what_happens_instead(monkeypatch, v31, v33, expected):
     monkeypatch.setattr(version_compat, "AIRFLOW_V_3_1_PLUS", v31)
