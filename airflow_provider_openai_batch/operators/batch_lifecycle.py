@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 
+from airflow_provider_openai_batch.core.handoffs import ShardRef
 from airflow_provider_openai_batch.core.limits import MAX_METADATA_PAIRS, TERMINAL_STATUSES
 from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
@@ -49,22 +50,21 @@ _LOG = logging.getLogger(__name__)
 # -- identity -----------------------------------------------------------------------------------
 
 
-def idempotency_key(shard: Mapping[str, Any], resubmit: int = 0) -> str:
+def idempotency_key(shard: ShardRef, resubmit: int = 0) -> str:
     """
     Stable across retries and reruns of the same file; changes with ``job_id`` or the file's bytes.
 
     A results retry shard carries its ``attempt`` (two attempts may retry byte-identical files);
     ``resubmit`` counts the token-limit resubmissions of the same file.
     """
-    key = f"{shard['job_id']}:{str(shard['sha256'])[:32]}"
-    attempt = int(shard.get("attempt") or 1)
-    if attempt > 1:
-        key += f":attempt{attempt}"
+    key = f"{shard.job_id}:{shard.sha256[:32]}"
+    if shard.attempt > 1:
+        key += f":attempt{shard.attempt}"
     return f"{key}:resubmit{resubmit}" if resubmit else key
 
 
 def batch_metadata(
-    context: Context, shard: Mapping[str, Any], extra: Mapping[str, Any] | None = None, resubmit: int = 0
+    context: Context, shard: ShardRef, extra: Mapping[str, Any] | None = None, resubmit: int = 0
 ) -> dict[str, str]:
     """What a batch is tagged with: where in Airflow it comes from, its job, shard, attempt and key."""
     ti = context["ti"]
@@ -73,12 +73,12 @@ def batch_metadata(
         "airflow_task_id": ti.task_id,
         "airflow_run_id": ti.run_id,
         "airflow_map_index": str(ti.map_index),
-        "openai_batch_job": str(shard["job_id"]),
-        "openai_batch_shard": str(shard["index"]),
+        "openai_batch_job": shard.job_id,
+        "openai_batch_shard": str(shard.index),
         IDEMPOTENCY_KEY: idempotency_key(shard, resubmit),
     }
-    if int(shard.get("attempt") or 1) > 1:
-        base["openai_batch_attempt"] = str(shard["attempt"])
+    if shard.attempt > 1:
+        base["openai_batch_attempt"] = str(shard.attempt)
     merged = {**{k: str(v) for k, v in (extra or {}).items()}, **base}
     if len(merged) > MAX_METADATA_PAIRS:
         raise ValueError(
@@ -93,7 +93,7 @@ def batch_metadata(
 
 def submit_shard(
     hook: OpenAIBatchHook,
-    shard: Mapping[str, Any],
+    shard: ShardRef,
     metadata: Mapping[str, str],
     *,
     reattach: bool = True,
@@ -104,7 +104,7 @@ def submit_shard(
     Return the shard's batch: the one already created under its idempotency key, else a new one.
 
     :param hook: the hook to call the API with.
-    :param shard: one shard of the build manifest (``path``, ``endpoint``, ``job_id``, ``sha256``…).
+    :param shard: the shard to submit, as the build task (or a results retry) describes it.
     :param metadata: the batch's metadata; its ``idempotency_key`` (defaulting to the shard's) is
         the value looked up.
     :param reattach: look for an earlier batch first; ``False`` always creates a new one.
@@ -119,11 +119,10 @@ def submit_shard(
         if found is not None:
             log.info("Re-attaching to batch %s (%s) created earlier for this shard", found.id, found.status)
             return found
-    path = shard["path"]
-    uploaded = hook.upload_file(path)
-    log.info("Uploaded %s as %s (%s requests, %d bytes)", path, uploaded.id, shard.get("requests"), uploaded.bytes)
-    batch = create_once(hook, metadata, uploaded.id, shard["endpoint"], output_expires_after, log)
-    log.info("Created batch %s for shard %s of job %s", batch.id, shard.get("index"), shard.get("job_id"))
+    uploaded = hook.upload_file(shard.path)
+    log.info("Uploaded %s as %s (%d requests, %d bytes)", shard.path, uploaded.id, shard.requests, uploaded.bytes)
+    batch = create_once(hook, metadata, uploaded.id, shard.endpoint, output_expires_after, log)
+    log.info("Created batch %s for shard %d of job %s", batch.id, shard.index, shard.job_id)
     return batch
 
 

@@ -15,6 +15,7 @@ from airflow_provider_openai_batch.core.building import (
 )
 from airflow_provider_openai_batch.core.costs import PriceTable, check_budget
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
+from airflow_provider_openai_batch.core.handoffs import ShardRef
 from airflow_provider_openai_batch.core.limits import (
     MAX_BYTES_PER_FILE,
     MAX_EMBEDDING_INPUTS_PER_BATCH,
@@ -239,14 +240,15 @@ class OpenAIBatchBuildOperator(BaseOperator):
         }
 
     def _shard_ref(self, shard: Shard, job_id: str, manifest_path: Any, manifest: Manifest) -> dict[str, Any]:
-        return {
+        ref = ShardRef(
             **shard.to_dict(),
-            "job_id": job_id,
-            "endpoint": self.endpoint,
-            "model": self.model,
-            "manifest": str(manifest_path),
-            "expect_json": manifest.extra["expect_json"],
-        }
+            job_id=job_id,
+            endpoint=self.endpoint,
+            model=self.model,
+            manifest=str(manifest_path),
+            expect_json=manifest.extra["expect_json"],
+        )
+        return ref.to_json()
 
 
 def _open_for_reading(path: str) -> Any:

@@ -23,6 +23,7 @@ from airflow_provider_openai_batch.core.collect import (
     reconcile_pool,
 )
 from airflow_provider_openai_batch.core.costs import PriceTable
+from airflow_provider_openai_batch.core.handoffs import BatchRef, CollectionState, ShardRef, Submitted
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
 from airflow_provider_openai_batch.core.naming import safe_name
@@ -40,7 +41,7 @@ from airflow_provider_openai_batch.operators.storage import atomic_open, iter_li
 from airflow_provider_openai_batch.sinks.base import ResultSink
 from airflow_provider_openai_batch.sinks.object_storage import ObjectStorageSink
 from airflow_provider_openai_batch.sinks.sql import SqlSink
-from airflow_provider_openai_batch.triggers.events import batch_summary, check_event
+from airflow_provider_openai_batch.triggers.events import batch_ref, check_event
 from airflow_provider_openai_batch.version_compat import log_fallbacks
 
 STATE_XCOM_KEY = "collection_state"
@@ -134,21 +135,18 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         log_fallbacks(self.log)
-        submitted = sorted(self.batches, key=lambda b: b["shard"]["index"])
+        submitted = sorted((Submitted.from_json(b) for b in self.batches), key=lambda item: item.shard.index)
         if not submitted:
             raise ValueError("no batches to collect: the upstream submit tasks returned nothing")
-        job_id = safe_name(str(submitted[0]["shard"]["job_id"]))
-        state = {
-            "job_id": job_id,
-            "work_dir": self.work_dir or str(as_storage_path(submitted[0]["shard"]["manifest"]).parent),
-            "requests": sum(int(b["shard"]["requests"]) for b in submitted),
-            "attempt": 1,
-            "items": [{"shard": dict(b["shard"]), "batch": dict(b["batch"])} for b in submitted],
-            "staged": {},
-            "retried": {},
-            "batch_ids": [b["batch"]["id"] for b in submitted],
-            "anomalies": ReconcileCounts().to_dict(),
-        }
+        first = submitted[0].shard
+        state = CollectionState(
+            job_id=safe_name(first.job_id),
+            work_dir=self.work_dir or str(as_storage_path(str(first.manifest)).parent),
+            requests=sum(item.shard.requests for item in submitted),
+            items=submitted,
+            batch_ids=[item.batch.id for item in submitted],
+            anomalies=ReconcileCounts().to_dict(),
+        )
         with pool_that_returns_memory():
             return self._collect(context, state)
 
@@ -158,30 +156,31 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         if state is None:  # Airflow 3.0's dag.test() resumes without the deferral's kwargs
             ti = context["ti"]
             state = ti.xcom_pull(task_ids=ti.task_id, key=STATE_XCOM_KEY, map_indexes=ti.map_index)
-        if not isinstance(state, dict):
+        if state is None:
             raise AirflowException("resumed without the collection state; clear the task to start over")
+        collection = CollectionState.from_json(state)
         if event["status"] == "timeout":
             self.timed_out(event["batch_id"], event.get("batch_status"))
         if event["status"] == "error":
             raise AirflowException(f"Lost track of retry batch {event['batch_id']}: {event['message']}")
-        for item in state["items"]:
-            if item["batch"]["id"] == event["batch_id"]:
-                item["batch"] = event["batch"]
+        for item in collection.items:
+            if item.batch.id == event["batch_id"]:
+                item.batch = BatchRef.from_json(event["batch"])
         with pool_that_returns_memory():
-            return self._wait(context, state)
+            return self._wait(context, collection)
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _collect(self, context: Context, state: dict[str, Any]) -> dict[str, Any]:
+    def _collect(self, context: Context, state: CollectionState) -> dict[str, Any]:
         """Reconcile the current attempt's batches; submit a retry attempt or deliver."""
         hook = OpenAIBatchHook(conn_id=self.conn_id)
-        attempt = state["attempt"]
-        job_dir = as_storage_path(state["work_dir"])
+        attempt = state.attempt
+        job_dir = as_storage_path(state.work_dir)
         retries = None
         if attempt < self.policy.max_attempts:
-            name = f"{state['job_id']}-attempt-{attempt + 1}"
+            name = f"{state.job_id}-attempt-{attempt + 1}"
             retries = RetryShardWriter(opener_under(job_dir / "retries" / f"attempt-{attempt + 1}"), name, attempt + 1)
-        processes = min(self.reconcile_processes, len(state["items"]))
+        processes = min(self.reconcile_processes, len(state.items))
         # The pool first: its workers are forked before the stage writer's thread exists.
         with (
             reconcile_pool(processes) as pool,
@@ -197,7 +196,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
                 )
             make_run = self._run if pool is None else partial(self._local_run, local=Path(local))
             report = collect_attempt(
-                (make_run(hook, state["job_id"], item, attempt) for item in state["items"]),
+                (make_run(hook, state.job_id, item, attempt) for item in state.items),
                 attempt,
                 writer,
                 policy=self.policy,
@@ -209,50 +208,45 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         retry_shards = retries.close() if retries is not None else []
         if not retry_shards:
             return self._deliver(context, state)
-        state["attempt"] = attempt + 1
-        state["retried"][str(attempt + 1)] = report.retried
-        state["items"] = [self._submit_retry(hook, context, state, shard) for shard in retry_shards]
-        state["deadline"] = wait_deadline(self.wait_timeout)
-        state["batch_ids"] += [item["batch"]["id"] for item in state["items"]]
+        state.attempt = attempt + 1
+        state.retried[str(attempt + 1)] = report.retried
+        state.items = [self._submit_retry(hook, context, state, shard) for shard in retry_shards]
+        state.deadline = wait_deadline(self.wait_timeout)
+        state.batch_ids += [item.batch.id for item in state.items]
         return self._wait(context, state)
 
-    def _run(self, hook: OpenAIBatchHook, job_id: str, item: Mapping[str, Any], attempt: int) -> ShardRun:
+    def _run(self, hook: OpenAIBatchHook, job_id: str, item: Submitted, attempt: int) -> ShardRun:
         """A run that streams the shard from storage and the batch's files from the API."""
-        shard, batch = item["shard"], item["batch"]
-        errors = batch.get("errors") or [{}]
+        shard, batch = item.shard, item.batch
         outcome = BatchOutcome(
             job_id=job_id,
-            shard=int(shard["index"]),
-            batch_id=batch["id"],
-            status=batch["status"],
+            shard=shard.index,
+            batch_id=batch.id,
+            status=batch.status,
             attempt=attempt,
-            expect_json=bool(shard.get("expect_json")),
-            created_at=batch.get("created_at"),
-            ended_at=batch.get("completed_at"),
-            error_code=errors[0].get("code"),
-            error_message=errors[0].get("message"),
+            expect_json=shard.expect_json,
+            created_at=batch.created_at,
+            ended_at=batch.completed_at,
+            error_code=batch.first_error.get("code"),
+            error_message=batch.first_error.get("message"),
         )
-        file_ids = [fid for fid in (batch.get("output_file_id"), batch.get("error_file_id")) if fid]
         return ShardRun(
             outcome=outcome,
-            requests=lambda: iter_lines(shard["path"]),
-            results=lambda: [hook.iter_file_lines(fid) for fid in file_ids],
-            origins=shard.get("origins"),
+            requests=lambda: iter_lines(shard.path),
+            results=lambda: [hook.iter_file_lines(fid) for fid in batch.file_ids],
+            origins=shard.origins,
         )
 
-    def _local_run(
-        self, hook: OpenAIBatchHook, job_id: str, item: Mapping[str, Any], attempt: int, *, local: Path
-    ) -> ShardRun:
+    def _local_run(self, hook: OpenAIBatchHook, job_id: str, item: Submitted, attempt: int, *, local: Path) -> ShardRun:
         """A run over local copies of the shard and the batch's files, which a worker process can open."""
         run = self._run(hook, job_id, item, attempt)
         folder = local / f"{run.outcome.shard:05d}-{run.outcome.batch_id}"
         folder.mkdir()
         requests = folder / "requests.jsonl"
-        with as_storage_path(item["shard"]["path"]).open("rb") as source, requests.open("wb") as copy:
+        with as_storage_path(item.shard.path).open("rb") as source, requests.open("wb") as copy:
             shutil.copyfileobj(source, copy, 1 << 20)
-        files = [fid for fid in (item["batch"].get("output_file_id"), item["batch"].get("error_file_id")) if fid]
-        results = tuple(str(folder / f"{fid}.jsonl") for fid in files)
-        for fid, path in zip(files, results, strict=True):
+        results = tuple(str(folder / f"{fid}.jsonl") for fid in item.batch.file_ids)
+        for fid, path in zip(item.batch.file_ids, results, strict=True):
             hook.download_file(fid, path)
         return replace(
             run,
@@ -261,11 +255,11 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
             done=partial(shutil.rmtree, folder, ignore_errors=True),
         )
 
-    def _note(self, state: dict[str, Any], report: AttemptReport) -> None:
-        state["staged"][str(report.attempt)] = report.staged_rows
-        anomalies = ReconcileCounts.from_dict(state["anomalies"])
+    def _note(self, state: CollectionState, report: AttemptReport) -> None:
+        state.staged[str(report.attempt)] = report.staged_rows
+        anomalies = ReconcileCounts.from_dict(state.anomalies)
         anomalies.merge(report.counts)
-        state["anomalies"] = anomalies.to_dict()
+        state.anomalies = anomalies.to_dict()
         for found in report.anomalies:
             self.log.warning(
                 "Batch %s output had %d duplicate line(s), %d unknown custom_id(s), %d unparseable line(s); "
@@ -283,45 +277,50 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         )
 
     def _submit_retry(
-        self, hook: OpenAIBatchHook, context: Context, state: dict[str, Any], retry: RetryShard
-    ) -> dict[str, Any]:
-        template = state["items"][0]["shard"]
-        shard = {
-            **{k: template.get(k) for k in ("endpoint", "model", "manifest", "expect_json")},
-            **retry.to_dict(),
-            "job_id": state["job_id"],
-        }
+        self, hook: OpenAIBatchHook, context: Context, state: CollectionState, retry: RetryShard
+    ) -> Submitted:
+        template = state.items[0].shard
+        shard = ShardRef.from_json(
+            {
+                **retry.to_dict(),
+                "job_id": state.job_id,
+                "endpoint": template.endpoint,
+                "model": template.model,
+                "manifest": template.manifest,
+                "expect_json": template.expect_json,
+            }
+        )
         batch = submit_shard(hook, shard, batch_metadata(context, shard), log=self.log)
         self.log.info(
             "Attempt %d: %d request(s) resubmitted as batch %s", retry.attempt, retry.shard.requests, batch.id
         )
-        return {"shard": shard, "batch": batch_summary(batch)}
+        return Submitted(shard=shard, batch=batch_ref(batch))
 
-    def _wait(self, context: Context, state: dict[str, Any]) -> dict[str, Any]:
+    def _wait(self, context: Context, state: CollectionState) -> dict[str, Any]:
         """Defer on the first retry batch still running; collect the attempt once all have ended."""
         hook = OpenAIBatchHook(conn_id=self.conn_id)
-        for item in state["items"]:
-            if item["batch"]["status"] in TERMINAL_STATUSES:
+        for item in state.items:
+            if item.batch.status in TERMINAL_STATUSES:
                 continue
-            item["batch"] = batch_summary(hook.get_batch(item["batch"]["id"]))
-            if item["batch"]["status"] not in TERMINAL_STATUSES:
-                deadline = state.get("deadline")
-                if deadline is not None and time.time() >= deadline:
-                    self.timed_out(item["batch"]["id"], item["batch"]["status"])
+            item.batch = batch_ref(hook.get_batch(item.batch.id))
+            if item.batch.status not in TERMINAL_STATUSES:
+                if state.deadline is not None and time.time() >= state.deadline:
+                    self.timed_out(item.batch.id, item.batch.status)
                 # Ids, counts and paths only: kept in XCom too, for a resume that lost its kwargs.
-                context["ti"].xcom_push(key=STATE_XCOM_KEY, value=state)
-                self.defer_on_batch(context, item["batch"]["id"], deadline, "resume", {"state": state})
+                value = state.to_json()
+                context["ti"].xcom_push(key=STATE_XCOM_KEY, value=value)
+                self.defer_on_batch(context, item.batch.id, state.deadline, "resume", {"state": value})
         return self._collect(context, state)
 
-    def _deliver(self, context: Context, state: dict[str, Any]) -> dict[str, Any]:
-        job_id, attempts = state["job_id"], state["attempt"]
-        staged = sum(state["staged"].values())
-        if staged != state["requests"]:
+    def _deliver(self, context: Context, state: CollectionState) -> dict[str, Any]:
+        job_id, attempts = state.job_id, state.attempt
+        staged = sum(state.staged.values())
+        if staged != state.requests:
             raise ReconcileError(
-                f"job {job_id}: {staged} result rows for {state['requests']} requests over {attempts} attempt(s); "
+                f"job {job_id}: {staged} result rows for {state.requests} requests over {attempts} attempt(s); "
                 "nothing was delivered"
             )
-        job_dir = as_storage_path(state["work_dir"])
+        job_dir = as_storage_path(state.work_dir)
         stages = [_stage(job_dir, attempt) for attempt in range(1, attempts + 1)]
         sinks = self._sinks()
         counts = TableCounts()
@@ -332,10 +331,10 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         summary = {
             "job_id": job_id,
             **counts.to_dict(),
-            **{k: state["anomalies"][k] for k in ReconcileCounts.ANOMALIES},
+            **{k: state.anomalies[k] for k in ReconcileCounts.ANOMALIES},
             "attempts": attempts,
-            "retried": state["retried"],
-            "batches": state["batch_ids"],
+            "retried": state.retried,
+            "batches": state.batch_ids,
             "destination": _where(delivered[0]),
             "destinations": delivered,
         }
@@ -376,7 +375,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         outputs = getattr(self, "_lineage_outputs", [])
-        inputs = [lineage_dataset(item["shard"]["path"]) for item in self.batches or ()]
+        inputs = [lineage_dataset(Submitted.from_json(item).shard.path) for item in self.batches or ()]
         return OperatorLineage(
             inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],
             outputs=[Dataset(namespace=ns, name=name) for ns, name in outputs],

@@ -11,6 +11,7 @@ import openai
 from airflow.providers.common.compat.sdk import AirflowException, BaseOperator, Context
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
+from airflow_provider_openai_batch.core.handoffs import BatchRef, ShardRef, Submitted
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 from airflow_provider_openai_batch.core.polling import PollPolicy, Progress, token_limited
 from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
@@ -25,7 +26,7 @@ from airflow_provider_openai_batch.operators.batch_lifecycle import (
     submit_shard,
     wait_deadline,
 )
-from airflow_provider_openai_batch.triggers.events import batch_summary, check_event, failure_message
+from airflow_provider_openai_batch.triggers.events import batch_ref, check_event, failure_message
 from airflow_provider_openai_batch.version_compat import log_fallbacks
 
 if TYPE_CHECKING:
@@ -97,11 +98,16 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
         self.token_limit_wait = token_limit_wait
         self.max_consecutive_errors = max_consecutive_errors
 
+    @property
+    def shard_ref(self) -> ShardRef:
+        """The rendered ``shard`` argument as the record the build task wrote (refused if it is not one)."""
+        return ShardRef.from_json(self.shard)
+
     def idempotency_key(self) -> str:
-        return idempotency_key(self.shard)
+        return idempotency_key(self.shard_ref)
 
     def batch_metadata(self, context: Context, resubmit: int = 0) -> dict[str, str]:
-        return batch_metadata(context, self.shard, self.metadata, resubmit)
+        return batch_metadata(context, self.shard_ref, self.metadata, resubmit)
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -124,7 +130,7 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
             self.timed_out(event["batch_id"], event.get("batch_status"))
         if event["status"] == "error":
             raise AirflowException(f"Lost track of batch {event['batch_id']}: {event['message']}")
-        return self._on_end(context, event["batch"], attempt, deadline, waits)
+        return self._on_end(context, BatchRef.from_json(event["batch"]), attempt, deadline, waits)
 
     def resubmit(
         self,
@@ -156,7 +162,7 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
                 return batch, recorded[1]
         batch = submit_shard(
             hook,
-            self.shard,
+            self.shard_ref,
             self.batch_metadata(context),
             reattach=self.reattach,
             output_expires_after=self.output_expires_after,
@@ -181,7 +187,7 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
         except openai.NotFoundError:
             self.log.warning("Batch %s recorded in the task state no longer exists", batch_id)
             return None
-        if (batch.metadata or {}).get(IDEMPOTENCY_KEY) != idempotency_key(self.shard, attempt):
+        if (batch.metadata or {}).get(IDEMPOTENCY_KEY) != idempotency_key(self.shard_ref, attempt):
             self.log.info("Batch %s recorded in the task state is for another job or file; not re-using it", batch_id)
             return None
         self.log.info("Re-attaching to batch %s (%s) recorded in the task state", batch.id, batch.status)
@@ -217,13 +223,13 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
         """
         self._remember(context, batch.id, attempt)
         if batch.status in TERMINAL_STATUSES:
-            return self._on_end(context, batch_summary(batch), attempt, deadline, waits)
+            return self._on_end(context, batch_ref(batch), attempt, deadline, waits)
         if self.deferrable:
             kwargs = {"attempt": attempt, "deadline": deadline, "waits": waits}
             self.defer_on_batch(context, batch.id, deadline, "execute_complete", kwargs)
         return self._on_end(context, self._wait_here(hook, batch.id, deadline), attempt, deadline, waits)
 
-    def _wait_here(self, hook: OpenAIBatchHook, batch_id: str, deadline: float | None) -> dict[str, Any]:
+    def _wait_here(self, hook: OpenAIBatchHook, batch_id: str, deadline: float | None) -> BatchRef:
         """The non-deferrable wait: the same policy as the trigger, on the worker."""
         policy = PollPolicy(self.poll_interval, deadline, self.max_consecutive_errors)
         errors = 0
@@ -244,7 +250,7 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
             self.log.info(Progress.from_batch(batch).line(time.time()))
             decision = policy.after_status(batch.status, time.time())
             if decision == "done":
-                return batch_summary(batch)
+                return batch_ref(batch)
             if decision == "timeout":
                 self.timed_out(batch_id, batch.status)
             time.sleep(policy.sleep_for(time.time()))
@@ -252,14 +258,14 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
     # -- endings ----------------------------------------------------------------------------
 
     def _on_end(
-        self, context: Context, batch: dict[str, Any], attempt: int, deadline: float | None, waits: int
+        self, context: Context, batch: BatchRef, attempt: int, deadline: float | None, waits: int
     ) -> dict[str, Any]:
-        if token_limited(batch["status"], batch.get("errors") or []):
+        if token_limited(batch.status, batch.errors):
             return self._after_token_limit(context, batch, attempt, deadline, waits)
         return self._finish(batch)
 
     def _after_token_limit(
-        self, context: Context, batch: dict[str, Any], attempt: int, deadline: float | None, waits: int
+        self, context: Context, batch: BatchRef, attempt: int, deadline: float | None, waits: int
     ) -> dict[str, Any]:
         """
         Wait for earlier batches to drain the token queue, then submit the same file again.
@@ -269,48 +275,50 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
         """
         hook = self.hook
         following = attempt + 1
-        if self.reattach and (existing := find_existing(hook, idempotency_key(self.shard, following), self.log)):
-            self.log.info("Batch %s was already resubmitted as %s", batch["id"], existing.id)
+        if self.reattach and (existing := find_existing(hook, idempotency_key(self.shard_ref, following), self.log)):
+            self.log.info("Batch %s was already resubmitted as %s", batch.id, existing.id)
             return self._follow(context, hook, existing, following, deadline, waits)
         if waits >= self.token_limit_resubmits:
             raise AirflowException(
-                f"Batch {batch['id']} was refused for OpenAI's enqueued-token limit after {waits} resubmission(s) "
-                f"in this try ({(batch.get('errors') or [{}])[0].get('message')}). Run fewer batches of this "
+                f"Batch {batch.id} was refused for OpenAI's enqueued-token limit after {waits} resubmission(s) "
+                f"in this try ({batch.first_error.get('message')}). Run fewer batches of this "
                 "model at once (a pool with include_deferred), or raise token_limit_resubmits / token_limit_wait."
             )
         resume_at = time.time() + self.token_limit_wait.total_seconds()
         if deadline is not None and resume_at >= deadline:
             raise AirflowException(
-                f"Batch {batch['id']} was refused for OpenAI's enqueued-token limit and wait_timeout="
+                f"Batch {batch.id} was refused for OpenAI's enqueued-token limit and wait_timeout="
                 f"{self.wait_timeout} ends before the next resubmission; this is a wait timeout, not a batch failure."
             )
         self.log.warning(
             "Batch %s was refused for OpenAI's enqueued-token limit; resubmitting the same file in %s (%d of %d)",
-            batch["id"],
+            batch.id,
             self.token_limit_wait,
             waits + 1,
             self.token_limit_resubmits,
         )
-        kwargs = {"attempt": following, "deadline": deadline, "previous_batch_id": batch["id"], "waits": waits + 1}
+        kwargs = {"attempt": following, "deadline": deadline, "previous_batch_id": batch.id, "waits": waits + 1}
         if self.deferrable:
             moment = datetime.fromtimestamp(resume_at, tz=UTC)
             self.defer(trigger=DateTimeTrigger(moment=moment), method_name="resubmit", kwargs=kwargs)
         time.sleep(max(resume_at - time.time(), 0.0))
-        return self.resubmit(context, None, following, deadline, batch["id"], waits + 1)
+        return self.resubmit(context, None, following, deadline, batch.id, waits + 1)
 
-    def _finish(self, batch: dict[str, Any]) -> dict[str, Any]:
-        status = batch["status"]
-        if status == "failed":
-            raise AirflowException(failure_message(batch, self.shard.get("path")))
-        counts = batch.get("request_counts") or {}
+    def _finish(self, batch: BatchRef) -> dict[str, Any]:
+        shard = self.shard_ref
+        if batch.status == "failed":
+            raise AirflowException(failure_message(batch, shard.path))
+        counts = batch.request_counts
         self.log.info(
             "Batch %s ended %s: %s completed, %s failed of %s",
-            batch["id"],
-            status,
-            counts.get("completed"),
-            counts.get("failed"),
-            counts.get("total"),
+            batch.id,
+            batch.status,
+            counts and counts.completed,
+            counts and counts.failed,
+            counts and counts.total,
         )
-        if status in ("expired", "cancelled"):
-            self.log.warning("Batch %s %s: its finished requests are passed on; the rest are not", batch["id"], status)
-        return {"shard": dict(self.shard), "batch": batch}
+        if batch.status in ("expired", "cancelled"):
+            self.log.warning(
+                "Batch %s %s: its finished requests are passed on; the rest are not", batch.id, batch.status
+            )
+        return Submitted(shard=shard, batch=batch).to_json()

@@ -15,6 +15,7 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
 )
 
+from airflow_provider_openai_batch.core.handoffs import BatchRef
 from airflow_provider_openai_batch.core.polling import PollPolicy, Progress
 from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
 from airflow_provider_openai_batch.links.batch import OpenAIBatchLink
@@ -126,15 +127,15 @@ class OpenAIBatchSensor(BaseSensorOperator):
             raise AirflowException(f"Lost track of batch {event['batch_id']}: {event['message']}")
         return self._outcome(event["batch"])
 
-    def _outcome(self, batch: dict[str, Any]) -> dict[str, Any]:
-        status = batch["status"]
-        if status == "failed":
+    def _outcome(self, summary: dict[str, Any]) -> dict[str, Any]:
+        batch = BatchRef.from_json(summary)
+        if batch.status == "failed":
             raise AirflowException(failure_message(batch))
-        if status in ("expired", "cancelled"):
+        if batch.status in ("expired", "cancelled"):
             if not self.allow_partial:
-                raise AirflowException(f"Batch {batch['id']} ended {status} (allow_partial=False)")
-            self.log.warning("Batch %s ended %s: only part of its requests have results", batch["id"], status)
-        return batch
+                raise AirflowException(f"Batch {batch.id} ended {batch.status} (allow_partial=False)")
+            self.log.warning("Batch %s ended %s: only part of its requests have results", batch.id, batch.status)
+        return summary
 
     # The error count lives in the task state store when there is one: in reschedule mode each
     # poke runs in a new process, and an attribute would reset to zero every time.

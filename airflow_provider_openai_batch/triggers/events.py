@@ -4,36 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_openai_batch.core.handoffs import BatchRef
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 
 # Batch-level errors kept in an event: enough to show the user, bounded so events stay small.
 MAX_EVENT_ERRORS = 100
 
 
-def batch_summary(batch: Any) -> dict[str, Any]:
+_BATCH_FIELDS = (
+    "id",
+    "status",
+    "endpoint",
+    "model",
+    "input_file_id",
+    "output_file_id",
+    "error_file_id",
+    "created_at",
+    "completed_at",
+    "request_counts",
+    "usage",
+    "metadata",
+)
+
+
+def batch_ref(batch: Any) -> BatchRef:
     """The fields of a Batch that later steps need: ids, status, counts, usage, errors (bounded)."""
     data = batch.model_dump(mode="json", exclude_none=True)
     errors = (data.get("errors") or {}).get("data") or []
-    summary = {
-        key: data.get(key)
-        for key in (
-            "id",
-            "status",
-            "endpoint",
-            "model",
-            "input_file_id",
-            "output_file_id",
-            "error_file_id",
-            "created_at",
-            "completed_at",
-            "request_counts",
-            "usage",
-            "metadata",
-        )
-    }
-    summary["errors"] = errors[:MAX_EVENT_ERRORS]
-    summary["errors_total"] = len(errors)
-    return summary
+    fields = {key: data[key] for key in _BATCH_FIELDS if key in data}
+    return BatchRef.from_json({**fields, "errors": errors[:MAX_EVENT_ERRORS], "errors_total": len(errors)})
+
+
+def batch_summary(batch: Any) -> dict[str, Any]:
+    """``batch_ref`` as JSON, for a trigger event or an XCom."""
+    return batch_ref(batch).to_json()
 
 
 def batch_event(batch: Any) -> dict[str, Any]:
@@ -58,16 +62,15 @@ def check_event(event: Any) -> dict[str, Any]:
     return event
 
 
-def failure_message(batch: dict[str, Any], path: str | None = None) -> str:
+def failure_message(batch: BatchRef, path: str | None = None) -> str:
     """A failed batch's errors, one per line, as ``path:line: [code] message`` when OpenAI gave a line."""
-    errors = batch.get("errors") or []
-    total = batch.get("errors_total", len(errors))
     lines = [
         f"  {path or 'line'}:{e['line']}: [{e.get('code')}] {e.get('message')}"
         if e.get("line")
         else f"  [{e.get('code')}] {e.get('message')}"
-        for e in errors
+        for e in batch.errors
     ]
-    if total > len(errors):
-        lines.append(f"  ... and {total - len(errors)} more")
-    return f"Batch {batch['id']} failed with {total} error(s):\n" + "\n".join(lines)
+    total = max(batch.errors_total, len(batch.errors))
+    if total > len(batch.errors):
+        lines.append(f"  ... and {total - len(batch.errors)} more")
+    return f"Batch {batch.id} failed with {total} error(s):\n" + "\n".join(lines)

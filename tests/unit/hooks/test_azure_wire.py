@@ -52,7 +52,7 @@ def test_an_azure_connection_submits_waits_and_collects_through_the_azure_client
         batch = submit_shard(hook, ref, {"test": "azure"})
         event = asyncio.run(first_event(OpenAIBatchTrigger(batch.id, azure_conn, poll_interval=0.05)))
         assert event["status"] == "completed"
-        items.append({"shard": ref, "batch": event["batch"]})
+        items.append({"shard": ref.to_json(), "batch": event["batch"]})
 
     summary, _ = run_to_completion(collect(items, tmp_path / "results", conn_id=azure_conn), {"ti": RecordingTI()})
     rows = read_rows(tmp_path / "results")

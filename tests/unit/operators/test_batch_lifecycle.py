@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
+from airflow_provider_openai_batch.core.handoffs import ShardRef
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.operators.batch_lifecycle import IDEMPOTENCY_KEY, idempotency_key, submit_shard
 from tests.unit.operators.test_submit import batches_with_key, make_shard, request
@@ -15,10 +17,10 @@ def hook(openai_conn) -> OpenAIBatchHook:
 
 
 def test_idempotency_key_depends_on_job_and_file_hash_only():
-    shard = {"job_id": "job", "sha256": "ab" * 32, "index": 4, "path": "/x"}
+    shard = ShardRef(job_id="job", sha256="ab" * 32, index=4, path="/x", requests=1, bytes=1, endpoint="/v1/x")
     assert idempotency_key(shard) == "job:" + "ab" * 16
-    assert idempotency_key({**shard, "index": 5, "path": "/y"}) == idempotency_key(shard)
-    assert idempotency_key({**shard, "job_id": "other"}) != idempotency_key(shard)
+    assert idempotency_key(msgspec.structs.replace(shard, index=5, path="/y")) == idempotency_key(shard)
+    assert idempotency_key(msgspec.structs.replace(shard, job_id="other")) != idempotency_key(shard)
 
 
 def test_second_call_reattaches_instead_of_creating(hook, tmp_path):

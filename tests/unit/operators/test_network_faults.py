@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
@@ -155,7 +156,7 @@ def test_retry_batches_wait_with_a_deadline_and_are_cancelled_at_the_deferral_ti
 
 def test_the_submit_and_results_paths_key_and_tag_batches_the_same_way(openai_conn, tmp_path):
     (shard,) = shard_refs(tmp_path, [3])
-    retry = {**shard, "attempt": 2}
+    retry = msgspec.structs.replace(shard, attempt=2)
     assert idempotency_key(retry) == f"{idempotency_key(shard)}:attempt2"
     assert idempotency_key(retry, 1) == f"{idempotency_key(shard)}:attempt2:resubmit1"
 
@@ -166,8 +167,8 @@ def test_a_resume_without_its_kwargs_takes_the_collection_state_from_xcom(openai
         items = submitted_job(tmp_path, [6])
     op = collect(items, tmp_path / "results", max_attempts=2)
     context: dict[str, Any] = {"ti": PullingTI(task_id="collect")}
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute(context)
+    with knobs(emulator, in_progress_seconds=30), pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)  # the retry batch is still running when the task reads it
     trigger = deferred.value.trigger
     batch = OpenAIBatchHook().get_batch(trigger.batch_id)
     while batch.status not in ("completed", "expired", "failed", "cancelled"):

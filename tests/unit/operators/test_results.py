@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, Asset, TaskDeferred
 
+from airflow_provider_openai_batch.core.handoffs import CollectionState, ShardRef, Submitted
 from airflow_provider_openai_batch.core.memory_pool import CHOICE_VARIABLE, returning_pool
 from airflow_provider_openai_batch.core.shards import ShardWriter
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
@@ -22,7 +23,7 @@ from airflow_provider_openai_batch.operators.batch_lifecycle import submit_shard
 from airflow_provider_openai_batch.operators.results import OpenAIBatchResultsOperator
 from airflow_provider_openai_batch.sinks.base import ResultSink
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
-from airflow_provider_openai_batch.triggers.events import batch_summary
+from airflow_provider_openai_batch.triggers.events import batch_ref
 from tests.conftest import TEST_API_KEY
 from tests.unit.core.test_results_retries import opener
 from tests.unit.operators.fakes import RecordingTI
@@ -44,7 +45,7 @@ def request(custom_id: str) -> bytes:
     return msgspec.json.encode({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body})
 
 
-def shard_refs(tmp_path: Path, shard_sizes: list[int]) -> list[dict[str, Any]]:
+def shard_refs(tmp_path: Path, shard_sizes: list[int]) -> list[ShardRef]:
     """Shards as the build task returns them."""
     job_id = f"job-{uuid.uuid4().hex[:8]}"
     job_dir = tmp_path / "work" / job_id
@@ -55,7 +56,7 @@ def shard_refs(tmp_path: Path, shard_sizes: list[int]) -> list[dict[str, Any]]:
         writer.write(custom_id, request(custom_id) + b"\n")
     writer.close()
     common = {"job_id": job_id, "endpoint": "/v1/chat/completions", "model": "gpt-4o-mini", "expect_json": False}
-    return [{**shard.to_dict(), **common, "manifest": str(job_dir / "manifest.json")} for shard in writer.shards]
+    return [ShardRef(**shard.to_dict(), **common, manifest=str(job_dir / "manifest.json")) for shard in writer.shards]
 
 
 def submitted_job(tmp_path: Path, shard_sizes: list[int]) -> list[dict[str, Any]]:
@@ -67,7 +68,7 @@ def submitted_job(tmp_path: Path, shard_sizes: list[int]) -> list[dict[str, Any]
         while batch.status not in ("completed", "expired", "cancelled", "failed"):
             time.sleep(0.05)
             batch = hook.get_batch(batch.id)
-        items.append({"shard": ref, "batch": batch_summary(batch)})
+        items.append(Submitted(shard=ref, batch=batch_ref(batch)).to_json())
     return items
 
 
@@ -167,7 +168,7 @@ def test_worker_processes_deliver_the_rows_the_task_process_does(openai_conn, em
     monkeypatch.setattr(
         OpenAIBatchResultsOperator,
         "_local_run",
-        lambda self, *args, **kwargs: local_runs.append(args[2]["batch"]["id"]) or original(self, *args, **kwargs),
+        lambda self, *args, **kwargs: local_runs.append(args[2].batch.id) or original(self, *args, **kwargs),
     )
     runs = {}
     for processes in (1, 3):
@@ -234,8 +235,9 @@ def test_a_retry_batch_wait_timeout_cancels_it_and_says_so(openai_conn, emulator
     batch = submit_shard(hook, shard_refs(tmp_path, [2])[0], {"test": "timeout"})
     op = collect([], tmp_path, max_attempts=2)
     event = {"status": "timeout", "batch_id": batch.id, "deadline": 0, "batch_status": "in_progress"}
+    state = CollectionState(job_id="job", work_dir=str(tmp_path), requests=2, items=[], attempt=2)
     with pytest.raises(AirflowException, match=r"Timed out waiting for retry batch .* collects it as cancelled"):
-        op.resume({"ti": RecordingTI()}, event=event, state={"items": []})
+        op.resume({"ti": RecordingTI()}, event=event, state=state.to_json())
     assert hook.get_batch(batch.id).status in ("cancelling", "cancelled")
 
 

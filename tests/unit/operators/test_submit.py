@@ -17,6 +17,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
+from airflow_provider_openai_batch.core.handoffs import ShardRef
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.operators.batch_lifecycle import idempotency_key
 from airflow_provider_openai_batch.operators.submit import STATE_KEY, OpenAIBatchSubmitOperator
@@ -31,20 +32,20 @@ def request(custom_id: str) -> str:
     return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body})
 
 
-def make_shard(tmp_path, lines: list[str], index: int = 0) -> dict:
+def make_shard(tmp_path, lines: list[str], index: int = 0) -> ShardRef:
     data = ("\n".join(lines) + "\n").encode()
     path = tmp_path / f"shard-{index}.jsonl"
     path.write_bytes(data)
-    return {
-        "index": index,
-        "path": str(path),
-        "requests": len(lines),
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data + str(time.time_ns()).encode()).hexdigest(),
-        "job_id": f"job-{time.time_ns()}",
-        "endpoint": "/v1/chat/completions",
-        "model": "gpt-4o-mini",
-    }
+    return ShardRef(
+        index=index,
+        path=str(path),
+        requests=len(lines),
+        bytes=len(data),
+        sha256=hashlib.sha256(data + str(time.time_ns()).encode()).hexdigest(),
+        job_id=f"job-{time.time_ns()}",
+        endpoint="/v1/chat/completions",
+        model="gpt-4o-mini",
+    )
 
 
 @contextlib.contextmanager
@@ -74,8 +75,10 @@ class StateStore:
         self.values.pop(key, None)
 
 
-def operator(shard, **kwargs) -> OpenAIBatchSubmitOperator:
-    return OpenAIBatchSubmitOperator(task_id="submit", shard=shard, poll_interval=0.05, **kwargs)
+def operator(shard: ShardRef | dict[str, Any], **kwargs) -> OpenAIBatchSubmitOperator:
+    """The operator as a mapped task gets it: the shard as the JSON the build task's XCom holds."""
+    value = shard.to_json() if isinstance(shard, ShardRef) else shard
+    return OpenAIBatchSubmitOperator(task_id="submit", shard=value, poll_interval=0.05, **kwargs)
 
 
 @pytest.fixture
@@ -138,7 +141,7 @@ def test_completed_event_returns_a_summary_without_results(openai_conn, tmp_path
 
     result = op.execute_complete(context(), batch_event(batch))
     assert result["batch"]["request_counts"]["completed"] == 2
-    assert result["shard"]["path"] == shard["path"]
+    assert result["shard"]["path"] == shard.path
 
 
 def test_failed_batch_fails_the_task_with_openais_errors_and_line_numbers(openai_conn, tmp_path):
@@ -147,7 +150,7 @@ def test_failed_batch_fails_the_task_with_openais_errors_and_line_numbers(openai
         operator(shard, deferrable=False).execute(context())
     message = str(failure.value)
     assert "failed with 1 error(s)" in message
-    assert f"{shard['path']}:2: [invalid_json_line]" in message
+    assert f"{shard.path}:2: [invalid_json_line]" in message
 
 
 def test_non_deferrable_waits_on_the_worker(openai_conn, tmp_path):
@@ -412,7 +415,7 @@ def test_the_worker_wait_gives_up_after_consecutive_api_errors(openai_conn, tmp_
     monkeypatch.setenv("AIRFLOW_CONN_NO_RETRY", json.dumps({**conn, "extra": {"max_retries": 0}}))
     hook = OpenAIBatchHook()
     batch = hook.create_batch(
-        input_file_id=hook.upload_file(make_shard(tmp_path, [request("a")])["path"]).id, endpoint="/v1/chat/completions"
+        input_file_id=hook.upload_file(make_shard(tmp_path, [request("a")]).path).id, endpoint="/v1/chat/completions"
     )
     op = operator({}, conn_id="no_retry", deferrable=False, max_consecutive_errors=3)
     with knobs(emulator, http_500_rate=1.0), pytest.raises(AirflowException, match="3 consecutive API errors"):

@@ -37,7 +37,7 @@ def sensor_context(store: StateStore | None = None) -> dict[str, Any]:
 def submit(tmp_path, lines: list[str]) -> str:
     hook = OpenAIBatchHook()
     shard = make_shard(tmp_path, lines)
-    return hook.create_batch(input_file_id=hook.upload_file(shard["path"]).id, endpoint=shard["endpoint"]).id
+    return hook.create_batch(input_file_id=hook.upload_file(shard.path).id, endpoint=shard.endpoint).id
 
 
 def sensor(batch_id: str, **kwargs: Any) -> OpenAIBatchSensor:

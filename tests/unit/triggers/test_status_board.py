@@ -18,7 +18,7 @@ from tests.unit.operators.test_submit import knobs, make_shard, request
 def batch_ids(openai_conn, tmp_path, emulator):
     """Batches that stay in progress; ``batch_ids(n)`` makes n of them over one uploaded file."""
     hook = OpenAIBatchHook()
-    file_id = hook.upload_file(make_shard(tmp_path, [request("a")])["path"]).id
+    file_id = hook.upload_file(make_shard(tmp_path, [request("a")]).path).id
     with knobs(emulator, in_progress_seconds=600):
         yield lambda n: [hook.create_batch(input_file_id=file_id, endpoint="/v1/chat/completions").id for _ in range(n)]
 
