@@ -26,8 +26,8 @@ from airflow_provider_openai_batch.core.requests import Message, RequestBuilder,
 from airflow_provider_openai_batch.core.shards import Manifest, Shard, ShardWriter
 from airflow_provider_openai_batch.core.tokens import TokenEstimate
 from airflow_provider_openai_batch.hooks.openai_batch import as_storage_path
+from airflow_provider_openai_batch.hooks.storage import opener_under
 from airflow_provider_openai_batch.operators.sources import file_records, sql_records
-from airflow_provider_openai_batch.operators.storage import opener_under
 
 DEFAULT_JOB_ID = "{{ dag.dag_id }}__{{ run_id }}"
 

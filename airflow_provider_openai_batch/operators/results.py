@@ -31,13 +31,13 @@ from airflow_provider_openai_batch.core.result_table import TableCounts, batch_w
 from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, ReconcileError
 from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShard, RetryShardWriter
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook, as_storage_path
+from airflow_provider_openai_batch.hooks.storage import atomic_open, iter_lines, lineage_dataset, opener_under
 from airflow_provider_openai_batch.operators.batch_lifecycle import (
     BatchWaiting,
     batch_metadata,
     submit_shard,
     wait_deadline,
 )
-from airflow_provider_openai_batch.operators.storage import atomic_open, iter_lines, lineage_dataset, opener_under
 from airflow_provider_openai_batch.sinks.base import ResultSink
 from airflow_provider_openai_batch.sinks.object_storage import ObjectStorageSink
 from airflow_provider_openai_batch.sinks.sql import SqlSink

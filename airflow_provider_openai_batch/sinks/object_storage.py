@@ -11,7 +11,7 @@ import pyarrow as pa
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.result_table import FORMATS, write_batches
 from airflow_provider_openai_batch.hooks.openai_batch import PathLike, as_storage_path
-from airflow_provider_openai_batch.operators.storage import atomic_open, lineage_dataset, write_atomically
+from airflow_provider_openai_batch.hooks.storage import atomic_open, lineage_dataset, write_atomically
 from airflow_provider_openai_batch.sinks.base import ResultSink, of_job
 
 
@@ -21,7 +21,7 @@ class ObjectStorageSink(ResultSink):
 
     Keys are deterministic — the job id made safe, never a custom_id or record key — so rerunning
     a job replaces its object, and nothing a record holds can place a key outside ``base``. The
-    object appears whole or not at all (see :func:`~airflow_provider_openai_batch.operators.storage.atomic_open`).
+    object appears whole or not at all (see :func:`~airflow_provider_openai_batch.hooks.storage.atomic_open`).
 
     :param base: a local directory or an ``ObjectStoragePath`` URI; ``conn_id`` rides on the path
         (``ObjectStoragePath("s3://bucket/results", conn_id="aws_default")``).

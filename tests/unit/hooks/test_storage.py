@@ -13,7 +13,7 @@ import boto3
 import pytest
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-from airflow_provider_openai_batch.operators.storage import atomic_open
+from airflow_provider_openai_batch.hooks.storage import atomic_open
 from tests.conftest import S3_CONN_ID
 
 MB = 1024 * 1024
@@ -73,7 +73,7 @@ def test_a_write_killed_midway_leaves_a_partial_the_next_write_of_that_file_remo
     killed = (
         "import os, signal\n"
         "from airflow.sdk import ObjectStoragePath\n"
-        "from airflow_provider_openai_batch.operators.storage import atomic_open\n"
+        "from airflow_provider_openai_batch.hooks.storage import atomic_open\n"
         f"with atomic_open(ObjectStoragePath('file://{job_dir}/results.parquet')) as out:\n"
         "    out.write(b'half a file'); out.flush()\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -1,4 +1,4 @@
-"""Small helpers the operators share for object storage (local paths and any fsspec URI)."""
+"""Object storage I/O the operators and the sinks share (local paths and any fsspec URI)."""
 
 from __future__ import annotations
 

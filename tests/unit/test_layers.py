@@ -1,0 +1,67 @@
+"""The package's layers import downwards only, as docs/architecture.md draws them."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "airflow_provider_openai_batch"
+NAME = PACKAGE.name
+# A room may import these rooms of the package, and nothing else of it.
+ALLOWED = {
+    "core": {"core"},
+    "hooks": {"core", "hooks", "version_compat"},
+    "triggers": {"core", "hooks", "triggers", "version_compat"},
+    "sinks": {"core", "hooks", "sinks", "version_compat"},
+    "links": {"core", "hooks", "links", "version_compat"},
+    "sensors": {"core", "hooks", "triggers", "links", "sensors", "version_compat"},
+    "emulator": {"core", "emulator"},
+    "operators": {"core", "hooks", "triggers", "sinks", "links", "operators", "version_compat"},
+}
+
+
+def package_imports(path: Path) -> set[str]:
+    """The rooms of this package a module imports (the first component under the package)."""
+    rooms = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == NAME and len(parts) > 1:
+                rooms.add(parts[1])
+    return rooms
+
+
+def modules(room: str) -> list[Path]:
+    return sorted((PACKAGE / room).rglob("*.py"))
+
+
+@pytest.mark.parametrize("room", sorted(ALLOWED))
+def test_each_room_imports_only_the_rooms_below_it(room):
+    wrong = {
+        str(path.relative_to(PACKAGE)): sorted(package_imports(path) - ALLOWED[room])
+        for path in modules(room)
+        if package_imports(path) - ALLOWED[room]
+    }
+    assert wrong == {}
+
+
+def test_nothing_outside_the_plugin_imports_it():
+    importers = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "plugins" not in path.relative_to(PACKAGE).parts and "plugins" in package_imports(path)
+    ]
+    assert importers == []
+
+
+def test_the_check_sees_an_upward_import(tmp_path):
+    module = tmp_path / "bad.py"
+    module.write_text(f"from {NAME}.operators.submit import OpenAIBatchSubmitOperator\n")
+    assert package_imports(module) == {"operators"}
