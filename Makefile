@@ -18,7 +18,7 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-extras --python $(PY) --quiet
+	$(UV) sync --frozen --all-extras --python $(PY) --quiet --compile-bytecode
 	touch $@
 
 venv: $(VENV)/.synced
@@ -30,7 +30,7 @@ WHEEL_DIR := .wheel
 define install_wheel_into
 	rm -rf $(WHEEL_DIR)
 	$(UV) build --wheel --out-dir $(WHEEL_DIR) --quiet
-	$(UV) pip install --python $(1)/bin/python --no-deps --reinstall --quiet $(WHEEL_DIR)/*.whl
+	$(UV) pip install --python $(1)/bin/python --no-deps --reinstall --quiet --compile-bytecode $(WHEEL_DIR)/*.whl
 endef
 
 install-wheel: venv

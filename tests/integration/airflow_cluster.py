@@ -55,16 +55,28 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+def _port_range() -> range:
+    """``OPENAI_BATCH_TEST_PORTS`` (``low-high``, inclusive) if set, else 12,000 ports below the ephemeral range."""
+    chosen = os.environ.get("OPENAI_BATCH_TEST_PORTS", "")
+    if chosen:
+        try:
+            low, high = (int(part) for part in chosen.split("-"))
+        except ValueError:
+            raise ClusterError(f"OPENAI_BATCH_TEST_PORTS={chosen!r}: expected LOW-HIGH, e.g. 20000-20999") from None
+        return range(low, high + 1)
+    low, _ = _ephemeral_range()
+    return range(max(1024, low - 12000), low)
+
+
 def free_port() -> int:
     """
-    A loopback port that is free now and outside the kernel's ephemeral range.
+    A loopback port that is free now, from ``OPENAI_BATCH_TEST_PORTS`` or below the ephemeral range.
 
     A port from ``bind(0)`` is an ephemeral one: between closing the probe socket and the server
     binding it, any outgoing connection on the machine may take it as its source port (seen as
     "address already in use" in CI). Ports below the ephemeral range are never handed out that way.
     """
-    low, _ = _ephemeral_range()
-    candidates = list(range(max(1024, low - 12000), low))
+    candidates = list(_port_range())
     random.SystemRandom().shuffle(candidates)
     for port in candidates:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -73,7 +85,7 @@ def free_port() -> int:
             except OSError:
                 continue
             return port
-    raise ClusterError("no free loopback port below the ephemeral range")
+    raise ClusterError(f"no free loopback port in {_port_range()}")
 
 
 def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
