@@ -28,12 +28,20 @@ if TYPE_CHECKING:
 PathLike = str | ObjectStoragePath
 
 CHUNK_SIZE = 1024 * 1024
+# A batch has a page on OpenAI's dashboard only when it lives on OpenAI's own API.
+DASHBOARD_URL = "https://platform.openai.com/batches/{batch_id}"
+OPENAI_API_HOST = "api.openai.com"
 
 DEFAULT_CALL_RETRIES = CallRetries()
 
 _ANY_API_ERROR: tuple[type[Exception], ...] = (openai.APIError, *TRANSIENT_ERRORS)
 
 __all__ = ["TRANSIENT_ERRORS", "OpenAIBatchHook", "as_storage_path"]
+
+
+def is_openai_api(client: Any) -> bool:
+    """Does this client talk to OpenAI's own API (rather than Azure, a proxy or an emulator)?"""
+    return str(getattr(client.base_url, "host", "")) == OPENAI_API_HOST
 
 
 def as_storage_path(path: PathLike) -> ObjectStoragePath:
@@ -87,6 +95,10 @@ class OpenAIBatchHook(BaseHook):
 
     def get_conn(self) -> openai.OpenAI:
         return self.client
+
+    def dashboard_url(self, batch_id: str) -> str | None:
+        """The batch's page on OpenAI's dashboard; ``None`` for Azure, a proxy or another service."""
+        return DASHBOARD_URL.format(batch_id=batch_id) if is_openai_api(self.client) else None
 
     async def get_async_client(self) -> openai.AsyncOpenAI:
         """Build the async client without blocking the event loop (triggerer-safe)."""

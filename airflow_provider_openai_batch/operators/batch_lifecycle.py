@@ -25,6 +25,7 @@ from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow_provider_openai_batch.core.handoffs import ShardRef
 from airflow_provider_openai_batch.core.limits import MAX_METADATA_PAIRS, TERMINAL_STATUSES
 from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
+from airflow_provider_openai_batch.links.batch import BATCH_LINK_XCOM
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.version_compat import TaskDeferralTimeout
 
@@ -274,6 +275,9 @@ class BatchWaiting:
     def remember_batch(self, context: Context, batch_id: str) -> None:
         self._batch_id = batch_id
         context["ti"].xcom_push(key="batch_id", value=batch_id)
+        # The extra link's target, decided here where the connection is at hand: "" when the batch
+        # does not live on OpenAI's own API (its dashboard would not know it).
+        context["ti"].xcom_push(key=BATCH_LINK_XCOM, value=self.hook.dashboard_url(batch_id) or "")
 
     def waited_batch_id(self, context: Context) -> str | None:
         ti = context["ti"]

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openai_batch.core.costs import PriceTable, UnknownModelPriceError
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
+from airflow_provider_openai_batch.hooks.openai_batch import DASHBOARD_URL, is_openai_api
 
 if TYPE_CHECKING:
     import openai
 
 # Dashboard pages exist only for batches on OpenAI's own API (not Azure, not a compatible service).
-DASHBOARD_URL = "https://platform.openai.com/batches/{batch_id}"
-OPENAI_API_HOST = "api.openai.com"
 # The page must answer quickly even when a connection is down: short timeout, one retry.
 API_TIMEOUT_SECONDS = 10.0
 API_MAX_RETRIES = 1
@@ -349,7 +348,7 @@ def _cost(prices: PriceTable, model: str | None, usage: Any, cached: int) -> flo
 
 
 def _dashboard_ok(client: Any) -> bool:
-    return str(getattr(client.base_url, "host", "")) == OPENAI_API_HOST
+    return is_openai_api(client)
 
 
 def _int(value: str | None, default: int) -> int:
