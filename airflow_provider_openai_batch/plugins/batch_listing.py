@@ -290,7 +290,8 @@ def row_from_batch(
     if not dag_id:
         return None
     counts = batch.request_counts
-    usage = batch.usage
+    # Usage is final only once the batch has ended: a running batch reports zeros, shown as "—".
+    usage = batch.usage if batch.status in TERMINAL_STATUSES else None
     cached = usage.input_tokens_details.cached_tokens if usage and usage.input_tokens_details else 0
     return BatchRow(
         conn_id=conn_id,

@@ -87,7 +87,7 @@ def finished_demo(tmp_path_factory) -> Iterator[tuple[AirflowCluster, str]]:
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1500, "height": 900})
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     yield page

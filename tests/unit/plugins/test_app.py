@@ -67,6 +67,21 @@ def test_a_running_batch_shows_no_finish_time_and_a_partial_bar(client, seeded):
     assert "0 completed, 0 failed of 5" in page or "0 completed, 0 failed of 0" in page
 
 
+def test_a_running_batch_shows_tokens_and_cost_as_unknown_not_zero(client, seeded):
+    row = rows_by_id(client)[seeded.ids["slow"]]
+    assert (row["input_tokens"], row["output_tokens"], row["actual_cost_usd"]) == (None, None, None)
+    page = client.get("/", params={"dag_id": "dag_c"}).text
+    cells = re.findall(r'<td class="num">([^<]*)</td>', page)
+    tokens, _estimate, cost = cells[:3]  # of the one batch of dag_c
+    assert (tokens, cost) == ("— / —", "—"), cells
+    assert "$0.000000" not in page and "0 / 0" not in page
+
+
+def test_the_counts_say_what_they_count(client, seeded):
+    page = client.get("/", params={"dag_id": "dag_c"}).text
+    assert re.search(r"\d+ completed · \d+ failed · \d+ in all", page)
+
+
 def test_progress_bar_widths_follow_the_counts(client, seeded):
     page = client.get("/", params={"dag_id": "dag_a"}).text
     row = page[page.index(f'data-batch-id="{seeded.ids["a1"]}"') :]
