@@ -239,7 +239,7 @@ def postgres_naive(n: int, work: Path) -> None:
     import psycopg
     import pyarrow.parquet as pq
 
-    from airflow_provider_openai_batch.core.results import RESULT_FIELDS
+    from airflow_provider_openai_batch.core.result_columns import RESULT_FIELDS
 
     plain = _pg_tables()[1]
     columns = list(RESULT_FIELDS)

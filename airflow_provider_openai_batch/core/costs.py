@@ -13,7 +13,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,6 +28,9 @@ MIXED_MODELS: Final = "mixed"
 # A dated snapshot of a listed model: gpt-4o-mini-2024-07-18, gpt-4-0613.
 _SNAPSHOT_SUFFIX: Final = re.compile(r"(?P<base>.+)-(?:\d{4}-\d{2}-\d{2}|\d{4})")
 _PRICE_FIELDS: Final = frozenset({"input", "cached_input", "output"})
+
+# USD for (input, cached, output) tokens; the cached tokens are part of the input tokens.
+UsageCost = Callable[[int, int, int], float]
 
 
 class UnknownModelPriceError(OpenAIBatchInputError):
@@ -45,6 +48,23 @@ class ModelPrice:
     input: float
     output: float
     cached_input: float | None = None
+
+    def usage_cost(self) -> UsageCost:
+        """
+        The cost of usage at this price: the one place the formula is written.
+
+        A function with the rates bound, because reconciliation prices every row with it.
+        """
+        input_rate, output_rate = self.input, self.output
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        unit = TOKENS_PER_PRICE_UNIT
+
+        def cost(input_tokens: int, cached_tokens: int, output_tokens: int) -> float:
+            return (
+                (input_tokens - cached_tokens) * input_rate + cached_tokens * cached_rate + output_tokens * output_rate
+            ) / unit
+
+        return cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +175,7 @@ class PriceTable:
             raise OpenAIBatchInputError(
                 f"cached_tokens ({cached_tokens}) must be between 0 and input_tokens ({input_tokens})."
             )
-        price = self.price(model)
-        cached_rate = price.input if price.cached_input is None else price.cached_input
-        dollars = (
-            (input_tokens - cached_tokens) * price.input + cached_tokens * cached_rate + output_tokens * price.output
-        )
-        return dollars / TOKENS_PER_PRICE_UNIT
+        return self.price(model).usage_cost()(input_tokens, cached_tokens, output_tokens)
 
 
 def estimate_cost(

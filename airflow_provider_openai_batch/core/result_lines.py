@@ -129,16 +129,30 @@ _encode = msgspec.json.Encoder().encode
 Answer = tuple[str | None, str | None, str | None, Any, list[float] | None]
 
 
-def tokens(usage: Usage | None) -> tuple[int, int, int, int]:
-    """(input, cached, output, reasoning) tokens, whichever names the endpoint uses."""
+Tokens = tuple[int, int, int, int]
+_NO_TOKENS: Tokens = (0, 0, 0, 0)
+
+
+def tokens(usage: Usage | None) -> Tokens:
+    """
+    (input, cached, output, reasoning) tokens, whichever names the endpoint uses.
+
+    The only reading of usage: reconciliation maps it over whole chunks of lines, so it is kept
+    to plain branches (no ``min``, no nested calls).
+    """
     if usage is None:
-        return 0, 0, 0, 0
-    inputs = (usage.prompt_tokens if usage.input_tokens is None else usage.input_tokens) or 0
-    outputs = (usage.completion_tokens if usage.output_tokens is None else usage.output_tokens) or 0
+        return _NO_TOKENS
+    inputs = usage.input_tokens
+    if inputs is None:
+        inputs = usage.prompt_tokens or 0
+    outputs = usage.output_tokens
+    if outputs is None:
+        outputs = usage.completion_tokens or 0
     details = usage.prompt_tokens_details or usage.input_tokens_details
-    cached = min(details.cached_tokens or 0, inputs) if details else 0
+    cached = 0 if details is None else details.cached_tokens or 0
     details = usage.completion_tokens_details or usage.output_tokens_details
-    return inputs, cached, outputs, (details.reasoning_tokens or 0) if details else 0
+    reasoning = 0 if details is None else details.reasoning_tokens or 0
+    return inputs, cached if cached <= inputs else inputs, outputs, reasoning
 
 
 def extract(body: Body) -> Answer:

@@ -3,39 +3,7 @@
 Rows are turned into columns a batch at a time (``BATCH_ROWS``), so memory is bounded by the batch,
 not by the job, and every destination reads the same typed columns.
 
-Columns (in order; nullable unless said otherwise):
-
-==================  ========================  =====================================================
-column              Arrow type                meaning
-==================  ========================  =====================================================
-job_id              string, not null          the job (``dag_id__run_id`` by default)
-shard               int32, not null           input shard the request was built into
-batch_id            string, not null          the batch whose answer this row holds
-custom_id           string, not null          the request's id (unique within the job)
-record_key          string, not null          the record's key field value, as text
-status              string, not null          succeeded, failed, invalid_output, expired, cancelled, missing
-attempt             int32, not null           1 for the first batch, 2+ for retries
-http_status         int32                     ``response.status_code`` (null: never answered)
-error_code          string                    API error code/type, or batch_expired, invalid_json…
-error_message       string                    the service's message
-model               string                    the model that answered
-content             string                    text answer (also the raw text of invalid JSON)
-refusal             string                    the model's refusal, if it refused
-finish_reason       string                    stop, length, content_filter… (responses: status)
-parsed              string                    JSON text: the parsed answer when a JSON format was asked
-embedding           list<float32>             the embedding vector (embeddings endpoint)
-input_tokens        int64, not null           reported input tokens (0 when not answered)
-cached_tokens       int64, not null           of which read from the prompt cache
-output_tokens       int64, not null           reported output tokens
-reasoning_tokens    int64, not null           of which reasoning tokens
-cost_usd            float64                   Batch-priced cost (null: model not in the price table)
-request_id          string                    the service's request id
-responded_at        timestamp[ms, UTC]        when the service answered (second precision)
-batch_created_at    timestamp[ms, UTC]        when the batch was created
-batch_ended_at      timestamp[ms, UTC]        when the batch completed (null for expired/cancelled)
-collected_at        timestamp[ms, UTC], not   when the row was reconciled
-                    null
-==================  ========================  =====================================================
+The columns and their types are defined in ``core.result_columns``.
 """
 
 from __future__ import annotations
@@ -51,59 +19,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airflow_provider_openai_batch.core.results import (
-    RESULT_FIELDS,
-    RESULT_STATUSES,
+from airflow_provider_openai_batch.core.result_columns import (
+    RESULT_SCHEMA,
+    SCHEMA_VERSION,
+    TOKEN_FIELDS,
+    UTC_TIMESTAMP,
     VALUE_FIELDS,
-    Reconciler,
-    ResultRow,
 )
+from airflow_provider_openai_batch.core.results import Reconciler, ResultRow, ResultTotals
 
-SCHEMA_VERSION = "1"
 BATCH_ROWS = 65_536  # rows per batch read back from a results file
 # Rows per reconciled batch (a row group of the attempt's stage): small enough that a few in flight
 # stay a few MB and memory levels off within the first shard.
 RECONCILE_ROWS = 16_384
 
-# Parquet has no second-precision timestamps: rows carry epoch seconds, columns hold milliseconds.
+# Rows carry epoch seconds; the schema's timestamps are milliseconds (Parquet has no seconds).
 _UTC_SECONDS = pa.timestamp("s", tz="UTC")
-_UTC = pa.timestamp("ms", tz="UTC")
-RESULT_SCHEMA = pa.schema(
-    [
-        pa.field("job_id", pa.string(), nullable=False),
-        pa.field("shard", pa.int32(), nullable=False),
-        pa.field("batch_id", pa.string(), nullable=False),
-        pa.field("custom_id", pa.string(), nullable=False),
-        pa.field("record_key", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("attempt", pa.int32(), nullable=False),
-        pa.field("http_status", pa.int32()),
-        pa.field("error_code", pa.string()),
-        pa.field("error_message", pa.string()),
-        pa.field("model", pa.string()),
-        pa.field("content", pa.string()),
-        pa.field("refusal", pa.string()),
-        pa.field("finish_reason", pa.string()),
-        pa.field("parsed", pa.string()),
-        pa.field("embedding", pa.list_(pa.float32())),
-        pa.field("input_tokens", pa.int64(), nullable=False),
-        pa.field("cached_tokens", pa.int64(), nullable=False),
-        pa.field("output_tokens", pa.int64(), nullable=False),
-        pa.field("reasoning_tokens", pa.int64(), nullable=False),
-        pa.field("cost_usd", pa.float64()),
-        pa.field("request_id", pa.string()),
-        pa.field("responded_at", _UTC),
-        pa.field("batch_created_at", _UTC),
-        pa.field("batch_ended_at", _UTC),
-        pa.field("collected_at", _UTC, nullable=False),
-    ],
-    metadata={"openai_batch.schema_version": SCHEMA_VERSION},
-)
-assert tuple(RESULT_SCHEMA.names) == RESULT_FIELDS, "the Arrow schema must follow ResultRow field for field"
 
 _encode = msgspec.json.Encoder().encode
 # The types rows are built with: the schema's, but epoch seconds for timestamps (cast afterwards).
-_BUILD_SCHEMA = pa.schema([f.with_type(_UTC_SECONDS) if f.type == _UTC else f for f in RESULT_SCHEMA])
+_BUILD_SCHEMA = pa.schema([f.with_type(_UTC_SECONDS) if f.type == UTC_TIMESTAMP else f for f in RESULT_SCHEMA])
 _VALUE_TYPES = [_BUILD_SCHEMA.field(name).type for name in VALUE_FIELDS]
 _PARSED = VALUE_FIELDS.index("parsed")
 
@@ -145,16 +80,7 @@ def columns_to_batch(reconciler: Reconciler, values: list[list[Any]]) -> pa.Reco
         else:
             columns[name] = pa.array(column, type=kind)
     columns["record_key"] = columns["custom_id"]
-    outcome = reconciler.outcome
-    constants = {
-        "job_id": outcome.job_id,
-        "batch_id": outcome.batch_id,
-        "attempt": outcome.attempt,
-        "batch_created_at": outcome.created_at,
-        "batch_ended_at": outcome.ended_at,
-        "collected_at": reconciler.collected_at,
-    }
-    for name, value in constants.items():
+    for name, value in reconciler.batch_values().items():
         kind = _BUILD_SCHEMA.field(name).type
         columns[name] = pa.nulls(count, kind) if value is None else pa.repeat(pa.scalar(value, kind), count)
     batch = pa.RecordBatch.from_arrays([columns[name] for name in RESULT_SCHEMA.names], schema=_BUILD_SCHEMA)
@@ -294,25 +220,15 @@ def read_parquet(handle: IO[bytes] | Any, size: int = BATCH_ROWS) -> Iterator[pa
     yield from parquet.iter_batches(batch_size=size)
 
 
-class TableCounts:
-    """Counts by status, tokens and cost over record batches, computed column-wise (no per-row Python)."""
-
-    def __init__(self) -> None:
-        self.by_status: dict[str, int] = dict.fromkeys(RESULT_STATUSES, 0)
-        self.sums = {"input_tokens": 0, "cached_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0}
-        self.cost_usd = 0.0
-        self.unpriced_rows = 0
-
-    @property
-    def rows(self) -> int:
-        return sum(self.by_status.values())
+class TableCounts(ResultTotals):
+    """The totals over record batches, computed column-wise (no per-row Python)."""
 
     def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Count one batch and hand it back, so counting can sit inside a stream."""
         for item in pc.value_counts(batch.column("status")).to_pylist():
-            self.by_status[item["values"]] = self.by_status.get(item["values"], 0) + item["counts"]
-        for name in self.sums:
-            self.sums[name] += pc.sum(batch.column(name)).as_py() or 0
+            self.by_status[item["values"]] += item["counts"]
+        for name in TOKEN_FIELDS:
+            setattr(self, name, getattr(self, name) + (pc.sum(batch.column(name)).as_py() or 0))
         self.cost_usd += pc.sum(batch.column("cost_usd")).as_py() or 0.0
         used = pc.or_(pc.greater(batch.column("input_tokens"), 0), pc.greater(batch.column("output_tokens"), 0))
         self.unpriced_rows += pc.sum(pc.and_(used, pc.is_null(batch.column("cost_usd")))).as_py() or 0
@@ -321,12 +237,3 @@ class TableCounts:
     def counted(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             yield self.add(batch)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.rows,
-            **self.by_status,
-            **self.sums,
-            "cost_usd": round(self.cost_usd, 6),
-            "unpriced_rows": self.unpriced_rows,
-        }

@@ -17,15 +17,22 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields
+from operator import itemgetter
+from typing import Any, Self
 
 import msgspec
 
-from airflow_provider_openai_batch.core.costs import TOKENS_PER_PRICE_UNIT, PriceTable
+from airflow_provider_openai_batch.core.costs import PriceTable, UsageCost
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.limits import BATCH_CANCELLED, BATCH_EXPIRED
 from airflow_provider_openai_batch.core.line_blocks import line_lists
+from airflow_provider_openai_batch.core.result_columns import (
+    RESULT_STATUSES,
+    TOKEN_FIELDS,
+    VALUE_FIELDS,
+    ResultStatus,
+)
 from airflow_provider_openai_batch.core.result_lines import (
     NO_BODY,
     Line,
@@ -41,16 +48,6 @@ from airflow_provider_openai_batch.core.result_lines import (
     tokens,
 )
 
-ResultStatus = Literal["succeeded", "failed", "invalid_output", "expired", "cancelled", "missing"]
-RESULT_STATUSES: tuple[ResultStatus, ...] = (
-    "succeeded",
-    "failed",
-    "invalid_output",
-    "expired",
-    "cancelled",
-    "missing",
-)
-
 # An output line the service (or a proxy) mangled: bad JSON, bad UTF-8, nesting past the decoder's
 # recursion. Counted as unparseable, never fatal.
 _UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
@@ -62,7 +59,7 @@ class ReconcileError(RuntimeError):
 
 class ResultRow(msgspec.Struct, frozen=True, gc=False):
     """
-    One request's outcome. Every destination (Parquet, JSONL, SQL) has these columns, in this order.
+    One request's outcome: the columns of ``RESULT_COLUMNS``, in order (a test holds it to them).
 
     ``shard`` is the input shard the request was built into (also for retries, which mix shards);
     ``attempt`` is the attempt whose answer this is (1 = the first batch). Timestamps are epoch
@@ -102,17 +99,16 @@ class ResultRow(msgspec.Struct, frozen=True, gc=False):
         return msgspec.structs.asdict(self)
 
 
-RESULT_FIELDS: tuple[str, ...] = ResultRow.__struct_fields__
-
-
 @dataclass
-class ReconcileCounts:
-    """What a reconciliation saw, including the anomalies that must be reported, not dropped."""
+class ResultTotals:
+    """
+    Rows by status, reported tokens and their cost: the totals every summary reports.
+
+    The reconciler adds to them row by row (:class:`ReconcileCounts`), delivery column-wise over
+    record batches (``result_table.TableCounts``); both share these fields and their arithmetic.
+    """
 
     by_status: Counter[str] = field(default_factory=Counter)
-    duplicate_lines: int = 0
-    unknown_custom_ids: int = 0
-    unparseable_lines: int = 0
     input_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
@@ -120,38 +116,48 @@ class ReconcileCounts:
     cost_usd: float = 0.0
     unpriced_rows: int = 0
 
-    ANOMALIES = ("duplicate_lines", "unknown_custom_ids", "unparseable_lines")
-    _SUMMED = (*ANOMALIES, "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "cost_usd")
-
     @property
     def rows(self) -> int:
         return sum(self.by_status.values())
 
-    @property
-    def anomalies(self) -> int:
-        return self.duplicate_lines + self.unknown_custom_ids + self.unparseable_lines
+    def _summed(self) -> list[str]:
+        return [f.name for f in fields(self) if f.name != "by_status"]
 
-    def merge(self, other: ReconcileCounts) -> None:
+    def merge(self, other: ResultTotals) -> None:
         self.by_status.update(other.by_status)
-        for name in (*self._SUMMED, "unpriced_rows"):
+        for name in self._summed():
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "requests": self.rows,
             **{status: self.by_status.get(status, 0) for status in RESULT_STATUSES},
-            **{name: getattr(self, name) for name in self._SUMMED if name != "cost_usd"},
+            **{name: getattr(self, name) for name in self._summed()},
             "cost_usd": round(self.cost_usd, 6),
-            "unpriced_rows": self.unpriced_rows,
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ReconcileCounts:
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """The inverse of :meth:`to_dict`, so counts survive a deferral as plain JSON."""
-        counts = cls(by_status=Counter({s: int(data.get(s, 0)) for s in RESULT_STATUSES if data.get(s)}))
-        for name in (*cls._SUMMED, "unpriced_rows"):
-            setattr(counts, name, type(getattr(counts, name))(data.get(name, 0)))
-        return counts
+        totals = cls(by_status=Counter({s: int(data.get(s, 0)) for s in RESULT_STATUSES if data.get(s)}))
+        for name in totals._summed():
+            setattr(totals, name, type(getattr(totals, name))(data.get(name, 0)))
+        return totals
+
+
+@dataclass
+class ReconcileCounts(ResultTotals):
+    """What a reconciliation saw: the totals, and the anomalies that must be reported, not dropped."""
+
+    duplicate_lines: int = 0
+    unknown_custom_ids: int = 0
+    unparseable_lines: int = 0
+
+    ANOMALIES = ("duplicate_lines", "unknown_custom_ids", "unparseable_lines")
+
+    @property
+    def anomalies(self) -> int:
+        return self.duplicate_lines + self.unknown_custom_ids + self.unparseable_lines
 
 
 @dataclass(frozen=True)
@@ -170,34 +176,12 @@ class BatchOutcome:
     error_message: str | None = None
 
 
-_Rates = tuple[float, float, float]
-
-
-# The values that differ from row to row, in this order; the rest are the batch's (see ``row``).
-VALUE_FIELDS: tuple[str, ...] = (
-    "custom_id",
-    "shard",
-    "status",
-    "http_status",
-    "error_code",
-    "error_message",
-    "model",
-    "content",
-    "refusal",
-    "finish_reason",
-    "parsed",
-    "embedding",
-    "input_tokens",
-    "cached_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-    "request_id",
-    "responded_at",
-)
+# The varying part of a row: one value per ``VALUE_FIELDS`` name, in that order (see ``row``).
 Values = tuple[Any, ...]
-assert RESULT_FIELDS[7:23] == VALUE_FIELDS[3:], "ResultRow and VALUE_FIELDS must list http_status..responded_at alike"
-_STATUS, _INPUT, _OUTPUT, _COST = map(VALUE_FIELDS.index, ("status", "input_tokens", "output_tokens", "cost_usd"))
+Columns = list[Sequence[Any]]  # the same for a chunk of rows, a column per name
+TokenColumn = Sequence[int]  # one count per row
+_STATUS = VALUE_FIELDS.index("status")
+_USAGE = itemgetter(*map(VALUE_FIELDS.index, (*TOKEN_FIELDS, "cost_usd")))
 
 
 class Reconciler:
@@ -236,20 +220,28 @@ class Reconciler:
         self.expected = len(self.sent)
         self.counts = ReconcileCounts()
         self.collected_at = int(time.time())
-        self._rates: dict[str | None, _Rates | None] = {None: None}
+        self._costs_of: dict[str | None, UsageCost | None] = {None: None}  # by model; None: unpriced
 
     def rows(self, *line_sources: Iterable[bytes]) -> Iterator[ResultRow]:
         """Rows for the answered requests as their lines stream in, then for the unanswered ones."""
         return map(self.row, self.values(*line_sources))
 
     def row(self, values: Values) -> ResultRow:
-        """The full row from one ``values`` tuple and the batch's own fields."""
+        """The full row from one ``values`` tuple and the batch's own fields (tests, small jobs)."""
+        request = dict(zip(VALUE_FIELDS, values, strict=True))
+        return ResultRow(**request, **self.batch_values(), record_key=request["custom_id"])
+
+    def batch_values(self) -> dict[str, Any]:
+        """The ``BATCH_FIELDS`` columns: the same for every row of this reconciliation."""
         o = self.outcome
-        custom_id, shard, status, *rest = values
-        return ResultRow(  # type: ignore[call-arg]  # mypy cannot count the starred middle
-            o.job_id, shard, o.batch_id, custom_id, custom_id, status, o.attempt, *rest,
-            o.created_at, o.ended_at, self.collected_at,
-        )  # fmt: skip
+        return {
+            "job_id": o.job_id,
+            "batch_id": o.batch_id,
+            "attempt": o.attempt,
+            "batch_created_at": o.created_at,
+            "batch_ended_at": o.ended_at,
+            "collected_at": self.collected_at,
+        }
 
     def values(self, *line_sources: Iterable[bytes]) -> Iterator[Values]:
         """The varying part of each row (``VALUE_FIELDS``), one tuple per request, streamed."""
@@ -260,7 +252,7 @@ class Reconciler:
                     yield values
         yield from self._unanswered_values()
 
-    def value_columns(self, *line_sources: Iterable[bytes], chunk: int = 64) -> Iterator[list[list[Any]]]:
+    def value_columns(self, *line_sources: Iterable[bytes], chunk: int = 64) -> Iterator[Columns]:
         """
         The same values as :meth:`values`, a column list per ``VALUE_FIELDS`` for each chunk of lines.
 
@@ -301,7 +293,7 @@ class Reconciler:
     def _count(self, values: Values) -> None:
         counts = self.counts
         counts.by_status[values[_STATUS]] += 1
-        input_tokens, cached, output_tokens, reasoning, cost = values[_INPUT : _COST + 1]
+        input_tokens, cached, output_tokens, reasoning, cost = _USAGE(values)
         if input_tokens or output_tokens:
             counts.input_tokens += input_tokens
             counts.cached_tokens += cached
@@ -374,8 +366,8 @@ class Reconciler:
                 except (msgspec.DecodeError, RecursionError) as err:
                     status, error_code = "invalid_output", "invalid_json"
                     error_message = f"the answer is not the JSON asked for: {err}"
-        return (
-            line.custom_id, shard, status, response.status_code, error_code, error_message, body.model,
+        return (  # in VALUE_FIELDS order
+            shard, line.custom_id, status, response.status_code, error_code, error_message, body.model,
             content, refusal, finish_reason, parsed, embedding, input_tokens, cached, output_tokens, reasoning,
             cost, response.request_id, answered_at(body),
         )  # fmt: skip
@@ -400,22 +392,18 @@ class Reconciler:
 
     def _cost(self, model: str | None, input_tokens: int, cached: int, output_tokens: int) -> float | None:
         """Actual cost from reported usage; ``None`` (counted as unpriced) when the model has no price."""
-        rates = self._rates[model] if model in self._rates else self._rates_for(model)
-        if rates is None:
-            return None
-        return ((input_tokens - cached) * rates[0] + cached * rates[1] + output_tokens * rates[2]) / (
-            TOKENS_PER_PRICE_UNIT
-        )
+        cost = self._costs_of[model] if model in self._costs_of else self._cost_of(model)
+        return None if cost is None else cost(input_tokens, cached, output_tokens)
 
-    def _rates_for(self, model: str | None) -> _Rates | None:
-        """Per-model prices, looked up once."""
-        rates = None if self.prices is None or model is None else _rates(self.prices, model)
-        self._rates[model] = rates
-        return rates
+    def _cost_of(self, model: str | None) -> UsageCost | None:
+        """A model's price, looked up once."""
+        cost = None if self.prices is None or model is None else _usage_cost(self.prices, model)
+        self._costs_of[model] = cost
+        return cost
 
     # -- a chunk at a time ------------------------------------------------------------------------
 
-    def _chat_columns(self, raws: list[bytes]) -> list[list[Any]] | None:
+    def _chat_columns(self, raws: list[bytes]) -> Columns | None:
         """
         Columns for a chunk whose lines are all successful chat answers with known custom ids.
 
@@ -449,13 +437,13 @@ class Reconciler:
         shards = self._take(custom_ids)
         if shards is None:
             return None
-        inputs, cached, outputs, reasoning = _token_columns([body.usage for body in bodies])  # type: ignore[union-attr]
+        inputs, cached, outputs, reasoning = zip(*map(tokens, [body.usage for body in bodies]), strict=True)  # type: ignore[union-attr]
         models = [body.model for body in bodies]  # type: ignore[union-attr]
         costs = self._costs(models, inputs, cached, outputs)
         self._count_chunk(count, (inputs, cached, outputs, reasoning), costs)
         nothing = [None] * count
-        return [
-            custom_ids, shards, ["succeeded"] * count, codes, nothing, nothing, models, contents,
+        return [  # in VALUE_FIELDS order
+            shards, custom_ids, ["succeeded"] * count, codes, nothing, nothing, models, contents,
             [message.refusal for message in messages],  # type: ignore[union-attr]
             [choice.finish_reason for choice in choices], parsed, nothing, inputs, cached, outputs, reasoning, costs,
             [response.request_id for response in responses],  # type: ignore[union-attr]
@@ -475,19 +463,19 @@ class Reconciler:
             return [self.outcome.shard] * len(custom_ids)
         return list(map(self._origin.__getitem__, custom_ids))
 
-    def _costs(self, models: list[str | None], inputs: list[int], cached: list[int], outputs: list[int]) -> list[Any]:
+    def _costs(
+        self, models: list[str | None], inputs: TokenColumn, cached: TokenColumn, outputs: TokenColumn
+    ) -> list[Any]:
         columns = zip(inputs, cached, outputs, strict=True)
         if len(set(models)) == 1:
             model = models[0]
-            rates = self._rates[model] if model in self._rates else self._rates_for(model)
-            if rates is None:
+            cost = self._costs_of[model] if model in self._costs_of else self._cost_of(model)
+            if cost is None:
                 return [None] * len(models)
-            a, b, c = rates
-            unit = TOKENS_PER_PRICE_UNIT
-            return [((i - k) * a + k * b + o * c) / unit if i or o else None for i, k, o in columns]
+            return [cost(i, k, o) if i or o else None for i, k, o in columns]
         return [self._cost(m, i, k, o) if i or o else None for m, (i, k, o) in zip(models, columns, strict=True)]
 
-    def _count_chunk(self, count: int, usage: tuple[list[int], ...], costs: list[float | None]) -> None:
+    def _count_chunk(self, count: int, usage: tuple[TokenColumn, ...], costs: list[float | None]) -> None:
         counts = self.counts
         counts.by_status["succeeded"] += count
         counts.input_tokens += sum(usage[0])
@@ -501,9 +489,7 @@ class Reconciler:
 
 
 _TEXT_TYPES = frozenset((str, type(None)))
-_DEFAULT_VALUES = dict.fromkeys(VALUE_FIELDS) | dict.fromkeys(
-    ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"), 0
-)
+_DEFAULT_VALUES = dict.fromkeys(VALUE_FIELDS) | dict.fromkeys(TOKEN_FIELDS, 0)
 
 
 def _values(custom_id: str, shard: int, status: str, **given: Any) -> Values:
@@ -519,25 +505,7 @@ def _request_error(custom_id: str, shard: int, error: LineError | None) -> Value
     return _values(custom_id, shard, status, error_code=code, error_message=error.message if error else None)
 
 
-def _token_columns(usages: list[Any]) -> tuple[list[int], list[int], list[int], list[int]]:
-    """(input, cached, output, reasoning) token columns; comprehensions when every line has chat usage."""
-    count = len(usages)
-    if (
-        None in usages
-        or [u.input_tokens for u in usages].count(None) != count
-        or None in [u.prompt_tokens_details for u in usages]
-    ):
-        columns = [list(column) for column in zip(*map(tokens, usages), strict=True)]
-        return columns[0], columns[1], columns[2], columns[3]
-    inputs = [u.prompt_tokens or 0 for u in usages]
-    cached = [u.prompt_tokens_details.cached_tokens or 0 for u in usages]
-    cached = [k if k <= i else i for k, i in zip(cached, inputs, strict=True)]
-    outputs = [u.completion_tokens or 0 for u in usages]
-    details = [u.completion_tokens_details for u in usages]
-    return inputs, cached, outputs, [(d.reasoning_tokens or 0) if d is not None else 0 for d in details]
-
-
-def _transpose(rows: list[Values]) -> list[list[Any]]:
+def _transpose(rows: list[Values]) -> Columns:
     return [list(column) for column in zip(*rows, strict=True)] if rows else []
 
 
@@ -569,9 +537,8 @@ def _index_ids(
     return unique, shard_of
 
 
-def _rates(prices: PriceTable, model: str) -> _Rates | None:
+def _usage_cost(prices: PriceTable, model: str) -> UsageCost | None:
     try:
-        price = prices.price(model)
+        return prices.price(model).usage_cost()
     except OpenAIBatchInputError:
         return None
-    return (price.input, price.input if price.cached_input is None else price.cached_input, price.output)

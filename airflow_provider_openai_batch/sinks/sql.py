@@ -115,7 +115,7 @@ class SqlSink(ResultSink):
         rows = 0
         for batch in batches:
             for start in range(0, batch.num_rows, self.insert_rows):
-                chunk = _python_rows(batch.slice(start, self.insert_rows), sqlite=table.family == 1)
+                chunk = _python_rows(batch.slice(start, self.insert_rows), sqlite=table.family == "sqlite")
                 cursor.executemany(sql, chunk)
                 rows += len(chunk)
         return rows
@@ -130,8 +130,10 @@ def _copy(cursor: Any, table: ResultsTable, batches: Iterable[pa.RecordBatch]) -
     sql = table.copy_sql()
     rows = 0
     if hasattr(cursor, "copy"):
+        from airflow_provider_openai_batch.sinks.copy_writer import QueuedCopyWriter
+
         # psycopg 3: a writer thread sends while this one turns the next batch into CSV.
-        with cursor.copy(sql, writer=_bounded_writer(cursor)) as copy:
+        with cursor.copy(sql, writer=QueuedCopyWriter(cursor)) as copy:
             for batch in batches:
                 for start in range(0, batch.num_rows, COPY_ROWS):  # CSV a few MiB at a time
                     copy.write(_postgres_csv(batch.slice(start, COPY_ROWS)))
@@ -143,19 +145,7 @@ def _copy(cursor: Any, table: ResultsTable, batches: Iterable[pa.RecordBatch]) -
     return rows
 
 
-COPY_QUEUE_CHUNKS = 64  # psycopg queues 128 KiB chunks: at most 8 MiB waiting to be sent
 COPY_ROWS = 8_192  # rows turned into CSV at once
-
-
-def _bounded_writer(cursor: Any) -> Any:
-    """psycopg's queued COPY writer with a short queue: its own holds 1,024 chunks (128 MiB)."""
-    from queue import Queue
-
-    from psycopg.copy import QueuedLibpqWriter
-
-    writer = QueuedLibpqWriter(cursor)
-    writer._queue = Queue(maxsize=COPY_QUEUE_CHUNKS)  # type: ignore[assignment]  # the same queue, shorter
-    return writer
 
 
 def _postgres_csv(batch: pa.RecordBatch) -> bytes:

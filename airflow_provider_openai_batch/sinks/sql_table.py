@@ -3,18 +3,8 @@
 Table and schema names are checked against a strict pattern and then quoted with the hook's own
 quoting (``escape_word_format``), so neither a user's parameter nor a record can inject SQL.
 
-Columns follow ``core.result_table.RESULT_SCHEMA``; the primary key is ``(job_id, custom_id)``.
-
-==================  ==================  ==========  ==================
-column              PostgreSQL          SQLite      other databases
-==================  ==================  ==========  ==================
-text columns        TEXT                TEXT        VARCHAR(n) / TEXT
-ints                INTEGER / BIGINT    INTEGER     INTEGER / BIGINT
-cost_usd            DOUBLE PRECISION    REAL        DOUBLE PRECISION
-parsed              JSONB               TEXT (JSON) TEXT (JSON)
-embedding           REAL[]              TEXT (JSON) TEXT (JSON)
-timestamps          TIMESTAMPTZ         TEXT (ISO)  TIMESTAMP (UTC)
-==================  ==================  ==========  ==================
+The columns, and their type in each database family, are those of ``core.result_columns``; the
+primary key is ``(job_id, custom_id)``.
 """
 
 from __future__ import annotations
@@ -22,48 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from airflow_provider_openai_batch.core.result_table import RESULT_SCHEMA
+from airflow_provider_openai_batch.core.result_columns import RESULT_COLUMNS, RESULT_FIELDS, Family
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
-# (PostgreSQL, SQLite, other) per column.
-_TEXT = ("TEXT", "TEXT", "TEXT")
-_ID = ("TEXT", "TEXT", "VARCHAR(512)")
-_SHORT = ("TEXT", "TEXT", "VARCHAR(255)")
-_INT = ("INTEGER", "INTEGER", "INTEGER")
-_BIGINT = ("BIGINT", "INTEGER", "BIGINT")
-_TIME = ("TIMESTAMPTZ", "TEXT", "TIMESTAMP")
-COLUMN_TYPES: dict[str, tuple[str, str, str]] = {
-    "job_id": _SHORT,
-    "shard": _INT,
-    "batch_id": _SHORT,
-    "custom_id": _ID,
-    "record_key": _ID,
-    "status": _SHORT,
-    "attempt": _INT,
-    "http_status": _INT,
-    "error_code": _SHORT,
-    "error_message": _TEXT,
-    "model": _SHORT,
-    "content": _TEXT,
-    "refusal": _TEXT,
-    "finish_reason": _SHORT,
-    "parsed": ("JSONB", "TEXT", "TEXT"),
-    "embedding": ("REAL[]", "TEXT", "TEXT"),
-    "input_tokens": _BIGINT,
-    "cached_tokens": _BIGINT,
-    "output_tokens": _BIGINT,
-    "reasoning_tokens": _BIGINT,
-    "cost_usd": ("DOUBLE PRECISION", "REAL", "DOUBLE PRECISION"),
-    "request_id": _SHORT,
-    "responded_at": _TIME,
-    "batch_created_at": _TIME,
-    "batch_ended_at": _TIME,
-    "collected_at": _TIME,
-}
-assert tuple(COLUMN_TYPES) == tuple(RESULT_SCHEMA.names), "the SQL columns must follow RESULT_SCHEMA"
-COLUMNS: tuple[str, ...] = tuple(COLUMN_TYPES)
-FAMILIES = {"postgresql": 0, "postgres": 0, "sqlite": 1}
+COLUMNS: tuple[str, ...] = RESULT_FIELDS
+# Hook dialect names with their own column types; every other database gets the generic ones.
+FAMILIES: dict[str, Family] = {"postgresql": "postgres", "postgres": "postgres", "sqlite": "sqlite"}
 
 
 class UnsafeNameError(ValueError):
@@ -106,12 +61,12 @@ class ResultsTable:
             check_name(self.schema, "schema")
 
     @property
-    def family(self) -> int:
-        return FAMILIES.get(self.dialect, 2)
+    def family(self) -> Family:
+        return FAMILIES.get(self.dialect, "generic")
 
     @property
     def is_postgres(self) -> bool:
-        return self.family == 0
+        return self.family == "postgres"
 
     @property
     def qualified(self) -> str:
@@ -130,8 +85,8 @@ class ResultsTable:
     def create_sql(self) -> str:
         q = self.quote.format
         columns = [
-            f"{q(name)} {types[self.family]}{' NOT NULL' if not RESULT_SCHEMA.field(name).nullable else ''}"
-            for name, types in COLUMN_TYPES.items()
+            f"{q(column.name)} {column.sql.of(self.family)}{'' if column.nullable else ' NOT NULL'}"
+            for column in RESULT_COLUMNS
         ]
         columns.append(f"PRIMARY KEY ({q('job_id')}, {q('custom_id')})")
         return f"CREATE TABLE IF NOT EXISTS {self.qualified} (\n  " + ",\n  ".join(columns) + "\n)"
