@@ -16,11 +16,6 @@ _RELEASE = Version(Version(_airflow_version).base_version).release
 AIRFLOW_V_3_1_PLUS = _RELEASE >= (3, 1)
 AIRFLOW_V_3_3_PLUS = _RELEASE >= (3, 3)
 
-try:  # the Task SDK's own exceptions module has it from 3.1 on
-    from airflow.sdk.exceptions import TaskDeferralTimeout
-except ImportError:
-    from airflow.exceptions import TaskDeferralTimeout  # type: ignore[no-redef]
-
 
 def fallbacks() -> list[str]:
     """What this Airflow lacks that the provider would use, and what it does instead."""
@@ -53,4 +48,4 @@ def log_fallbacks(log: Any) -> None:
         log.info("Airflow %s: %s", _airflow_version, note)
 
 
-__all__ = ["AIRFLOW_V_3_1_PLUS", "AIRFLOW_V_3_3_PLUS", "TaskDeferralTimeout", "fallbacks", "log_fallbacks"]
+__all__ = ["AIRFLOW_V_3_1_PLUS", "AIRFLOW_V_3_3_PLUS", "fallbacks", "log_fallbacks"]

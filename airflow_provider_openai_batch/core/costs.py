@@ -310,9 +310,9 @@ def _read_json(path: Path) -> Mapping[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
-        raise OpenAIBatchInputError(f"Cannot read price overrides from {path}: {exc}") from exc
+        raise OpenAIBatchInputError(f"Cannot read price overrides from {path}: {exc}", path=str(path)) from exc
     if not isinstance(document, Mapping):
-        raise OpenAIBatchInputError(f"Price overrides in {path} must be a JSON object.")
+        raise OpenAIBatchInputError(f"Price overrides in {path} must be a JSON object.", path=str(path))
     return document
 
 

@@ -24,7 +24,7 @@ from typing import Any, Self
 import msgspec
 
 from airflow_provider_openai_batch.core.costs import PriceTable, UsageCost
-from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
+from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError, ReconcileError
 from airflow_provider_openai_batch.core.limits import BATCH_CANCELLED, BATCH_EXPIRED
 from airflow_provider_openai_batch.core.line_blocks import line_lists
 from airflow_provider_openai_batch.core.result_columns import (
@@ -51,10 +51,6 @@ from airflow_provider_openai_batch.core.result_lines import (
 # An output line the service (or a proxy) mangled: bad JSON, bad UTF-8, nesting past the decoder's
 # recursion. Counted as unparseable, never fatal.
 _UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
-
-
-class ReconcileError(RuntimeError):
-    """The rows would not match the requests one to one: a corrupt shard or a bug, never ignored."""
 
 
 class ResultRow(msgspec.Struct, frozen=True, gc=False):
@@ -314,7 +310,8 @@ class Reconciler:
         if self.counts.rows != self.expected:
             raise ReconcileError(
                 f"batch {self.outcome.batch_id}: {self.counts.rows} rows for {self.expected} requests of shard "
-                f"{self.outcome.shard}; reconciliation must give exactly one row per request"
+                f"{self.outcome.shard}; reconciliation must give exactly one row per request",
+                batch_id=self.outcome.batch_id,
             )
 
     def _loose(self, raw: bytes) -> LooseLine | None:

@@ -21,7 +21,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
+from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError, ReconcileError
 from airflow_provider_openai_batch.core.limits import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE
 from airflow_provider_openai_batch.core.line_blocks import line_lists
 from airflow_provider_openai_batch.core.shards import Opener, Shard, ShardWriter
@@ -154,7 +154,7 @@ class RetryShardWriter:
             self._note_origin(origin)
             copied += 1
         if copied != len(retry_ids):
-            raise ValueError(f"{len(retry_ids) - copied} request(s) to retry were not found in their source shard")
+            raise ReconcileError(f"{len(retry_ids) - copied} request(s) to retry were not found in their source shard")
         self.requests += copied
         return copied
 
@@ -181,4 +181,4 @@ def _expand(origins: Origins) -> Iterator[int]:
     for shard, count in origins:
         for _ in range(count):
             yield shard
-    raise ValueError("the source shard has more lines than its origins account for")
+    raise ReconcileError("the source shard has more lines than its origins account for")

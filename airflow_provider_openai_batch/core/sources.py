@@ -45,7 +45,8 @@ def format_of(path: str) -> RecordFormat:
     if fmt is None:
         raise OpenAIBatchInputError(
             f"{path}: cannot tell the record format from the extension; use .jsonl, .csv or .parquet, "
-            "or name the format (records_format=)"
+            "or name the format (records_format=)",
+            path=path,
         )
     return fmt  # type: ignore[return-value]
 
@@ -61,36 +62,40 @@ def read_records(handle: IO[bytes], path: str, fmt: str | None = None) -> Iterat
     zipped = path.lower().endswith(".gz")
     if zipped:
         if fmt == "parquet":
-            raise OpenAIBatchInputError(f"{path}: Parquet compresses inside the file; do not gzip it")
+            raise OpenAIBatchInputError(f"{path}: Parquet compresses inside the file; do not gzip it", path=path)
         handle = gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[assignment]
     if fmt not in FORMATS:
-        raise OpenAIBatchInputError(f"{path}: unsupported record format {fmt!r}; use one of {FORMATS}")
+        raise OpenAIBatchInputError(f"{path}: unsupported record format {fmt!r}; use one of {FORMATS}", path=path)
     records = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}[fmt](handle, path)
     try:
         yield from records
     except (gzip.BadGzipFile, zlib.error) as err:
-        raise OpenAIBatchInputError(f"{path}: not a valid gzip file ({err})") from None
+        raise OpenAIBatchInputError(f"{path}: not a valid gzip file ({err})", path=path) from None
     except EOFError:
-        raise OpenAIBatchInputError(f"{path}: the gzip file is truncated (it ends before its end marker)") from None
+        raise OpenAIBatchInputError(
+            f"{path}: the gzip file is truncated (it ends before its end marker)", path=path
+        ) from None
 
 
 def _jsonl(handle: IO[bytes], path: str) -> Iterator[dict[str, Any]]:
     decode = msgspec.json.Decoder().decode
     for number, line in enumerate(capped_lines(handle), start=1):
         if len(line) > MAX_LINE_BYTES:
-            raise OpenAIBatchInputError(f"{path}:{number}: record {LINE_TOO_LONG}")
+            raise OpenAIBatchInputError(f"{path}:{number}: record {LINE_TOO_LONG}", path=path)
         if not line.strip():
             continue
         try:
             record = decode(line)
         except msgspec.DecodeError as err:
-            raise OpenAIBatchInputError(f"{path}:{number}: not JSON ({err})") from None
+            raise OpenAIBatchInputError(f"{path}:{number}: not JSON ({err})", path=path) from None
         except UnicodeDecodeError:
-            raise OpenAIBatchInputError(f"{path}:{number}: {utf8_problem(line) or 'not valid UTF-8'}") from None
+            raise OpenAIBatchInputError(
+                f"{path}:{number}: {utf8_problem(line) or 'not valid UTF-8'}", path=path
+            ) from None
         except RecursionError:
-            raise OpenAIBatchInputError(f"{path}:{number}: {NESTED_TOO_DEEP}") from None
+            raise OpenAIBatchInputError(f"{path}:{number}: {NESTED_TOO_DEEP}", path=path) from None
         if not isinstance(record, dict):
-            raise OpenAIBatchInputError(f"{path}:{number}: a record must be a JSON object")
+            raise OpenAIBatchInputError(f"{path}:{number}: a record must be a JSON object", path=path)
         yield record
 
 
@@ -103,10 +108,12 @@ def _csv(handle: IO[bytes], path: str) -> Iterator[dict[str, Any]]:
         except StopIteration:
             return
         except csv.Error as err:
-            raise OpenAIBatchInputError(f"{path}:{reader.line_num + 1}: not a readable CSV row ({err})") from None
+            raise OpenAIBatchInputError(
+                f"{path}:{reader.line_num + 1}: not a readable CSV row ({err})", path=path
+            ) from None
         except UnicodeDecodeError:
             raise OpenAIBatchInputError(
-                f"{path}: not valid UTF-8 (near line {reader.line_num + 1}); save the file as UTF-8"
+                f"{path}: not valid UTF-8 (near line {reader.line_num + 1}); save the file as UTF-8", path=path
             ) from None
         yield row
 
@@ -123,7 +130,7 @@ def _parquet(handle: IO[bytes], path: str) -> Iterator[dict[str, Any]]:
     try:
         parquet = pq.ParquetFile(handle, pre_buffer=False)
     except (pyarrow.ArrowInvalid, OSError) as err:
-        raise OpenAIBatchInputError(f"{path}: not a Parquet file ({err})") from None
+        raise OpenAIBatchInputError(f"{path}: not a Parquet file ({err})", path=path) from None
     for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
         yield from batch.to_pylist()
 

@@ -123,11 +123,12 @@ class BatchInputError(OpenAIBatchInputError):
 
     def __init__(self, report: ValidationReport) -> None:
         self.report = report
-        files = ", ".join(summary.path for summary in report.files if summary.errors) or "the input"
+        failing = [summary.path for summary in report.files if summary.errors]
         noun = "problem" if report.error_count == 1 else "problems"
         super().__init__(
-            f"{report.error_count:,} {noun} in batch input {files}; fix them before submitting "
-            f"(nothing was uploaded):\n{report.format()}"
+            f"{report.error_count:,} {noun} in batch input {', '.join(failing) or 'the input'}; fix them before "
+            f"submitting (nothing was uploaded):\n{report.format()}",
+            path=failing[0] if len(failing) == 1 else None,
         )
 
 

@@ -19,15 +19,14 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.providers.common.compat.sdk import AirflowException
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 
 from airflow_provider_openai_batch.core.handoffs import ShardRef
 from airflow_provider_openai_batch.core.limits import MAX_METADATA_PAIRS, TERMINAL_STATUSES
+from airflow_provider_openai_batch.exceptions import BatchTimeoutError, OpenAIBatchInputError
 from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
 from airflow_provider_openai_batch.links.batch import BATCH_LINK_XCOM
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
-from airflow_provider_openai_batch.version_compat import TaskDeferralTimeout
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -82,7 +81,7 @@ def batch_metadata(
         base["openai_batch_attempt"] = str(shard.attempt)
     merged = {**{k: str(v) for k, v in (extra or {}).items()}, **base}
     if len(merged) > MAX_METADATA_PAIRS:
-        raise ValueError(
+        raise OpenAIBatchInputError(
             f"batch metadata would have {len(merged)} pairs, over OpenAI's {MAX_METADATA_PAIRS}; "
             f"the provider uses {len(base)}, so pass at most {MAX_METADATA_PAIRS - len(base)} of your own"
         )
@@ -291,7 +290,7 @@ class BatchWaiting:
             batch_id = self.waited_batch_id(context)
             if batch_id:
                 cancel_quietly(self.hook, batch_id, self.log)
-            raise TaskDeferralTimeout(self.timeout_message(batch_id, None))
+            raise BatchTimeoutError(self.timeout_message(batch_id, None), batch_id=batch_id)
         return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
 
     def on_kill(self) -> None:
@@ -302,7 +301,7 @@ class BatchWaiting:
 
     def timed_out(self, batch_id: str, batch_status: str | None) -> NoReturn:
         cancel_quietly(self.hook, batch_id, self.log)
-        raise AirflowException(self.timeout_message(batch_id, batch_status))
+        raise BatchTimeoutError(self.timeout_message(batch_id, batch_status), batch_id=batch_id)
 
     def timeout_message(self, batch_id: str | None, batch_status: str | None) -> str:
         return (

@@ -6,13 +6,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator, Context, ObjectStoragePath
+from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath
 
 from airflow_provider_openai_batch.core.collect import (
     AttemptReport,
@@ -28,8 +29,15 @@ from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.result_table import TableCounts, batch_writer, read_parquet
-from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, ReconcileError
+from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts
 from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShard, RetryShardWriter
+from airflow_provider_openai_batch.exceptions import (
+    BatchLostError,
+    DeliveryError,
+    OpenAIBatchError,
+    OpenAIBatchInputError,
+    ReconcileError,
+)
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook, as_storage_path
 from airflow_provider_openai_batch.hooks.storage import atomic_open, iter_lines, lineage_dataset, opener_under
 from airflow_provider_openai_batch.operators.batch_lifecycle import (
@@ -137,7 +145,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         log_fallbacks(self.log)
         submitted = sorted((Submitted.from_json(b) for b in self.batches), key=lambda item: item.shard.index)
         if not submitted:
-            raise ValueError("no batches to collect: the upstream submit tasks returned nothing")
+            raise OpenAIBatchInputError("no batches to collect: the upstream submit tasks returned nothing")
         first = submitted[0].shard
         state = CollectionState(
             job_id=safe_name(first.job_id),
@@ -157,12 +165,16 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
             ti = context["ti"]
             state = ti.xcom_pull(task_ids=ti.task_id, key=STATE_XCOM_KEY, map_indexes=ti.map_index)
         if state is None:
-            raise AirflowException("resumed without the collection state; clear the task to start over")
+            raise BatchLostError(
+                "resumed without the collection state; clear the task to start over", batch_id=event["batch_id"]
+            )
         collection = CollectionState.from_json(state)
         if event["status"] == "timeout":
             self.timed_out(event["batch_id"], event.get("batch_status"))
         if event["status"] == "error":
-            raise AirflowException(f"Lost track of retry batch {event['batch_id']}: {event['message']}")
+            raise BatchLostError(
+                f"Lost track of retry batch {event['batch_id']}: {event['message']}", batch_id=event["batch_id"]
+            )
         for item in collection.items:
             if item.batch.id == event["batch_id"]:
                 item.batch = BatchRef.from_json(event["batch"])
@@ -327,7 +339,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         delivered = []
         for position, sink in enumerate(sinks):
             batches = _read_stages(stages, sink.read_rows)
-            delivered.append(sink.write(job_id, counts.counted(batches) if position == 0 else batches))
+            with _delivering(sink, job_id):
+                delivered.append(sink.write(job_id, counts.counted(batches) if position == 0 else batches))
         summary = {
             "job_id": job_id,
             **counts.to_dict(),
@@ -339,7 +352,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
             "destinations": delivered,
         }
         for sink in sinks:
-            sink.write_summary(job_id, summary)
+            with _delivering(sink, job_id):
+                sink.write_summary(job_id, summary)
         self._emit_asset_events(context, summary)
         self._lineage_outputs = [sink.lineage(job_id) for sink in sinks]
         self.log.info("Delivered %d result rows of job %s: %s", counts.rows, job_id, _counts_line(summary))
@@ -390,6 +404,31 @@ def _read_stages(stages: Sequence[ObjectStoragePath], rows: int) -> Iterator[Any
     for stage in stages:
         with stage.open("rb") as handle:
             yield from read_parquet(handle, rows)
+
+
+@contextmanager
+def _delivering(sink: ResultSink, job_id: str) -> Iterator[None]:
+    """A sink's failure, whatever its library raised, as one kind that names the destination."""
+    try:
+        yield
+    except OpenAIBatchError:
+        raise
+    except Exception as err:
+        where = _destination(sink, job_id)
+        raise DeliveryError(
+            f"Delivering the rows of job {job_id} to {where} failed: {type(err).__name__}: {err}",
+            path=where,
+            job_id=job_id,
+        ) from err
+
+
+def _destination(sink: ResultSink, job_id: str) -> str:
+    """Where a sink writes, as a user would name it; no connection is read (it may be what failed)."""
+    if isinstance(sink, ObjectStorageSink):
+        return str(sink.location(job_id))
+    if isinstance(sink, SqlSink):
+        return f"{sink.conn_id}:{'.'.join(filter(None, (sink.schema, sink.table)))}"
+    return type(sink).__name__
 
 
 def _where(delivered: Mapping[str, Any]) -> str:

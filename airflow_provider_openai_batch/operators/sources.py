@@ -33,13 +33,13 @@ def file_records(location: str | ObjectStoragePath, fmt: str | None = None) -> I
     if path.is_dir():
         files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", "."))), key=str)
         if not files:
-            raise OpenAIBatchInputError(f"records folder {location} holds no files")
+            raise OpenAIBatchInputError(f"records folder {location} holds no files", path=str(location))
         base = str(location).rstrip("/")
         for file in files:
             yield from _one_file(file, f"{base}/{file.name}", fmt)
         return
     if not path.exists():
-        raise OpenAIBatchInputError(f"records file {location} does not exist")
+        raise OpenAIBatchInputError(f"records file {location} does not exist", path=str(location))
     yield from _one_file(path, str(location), fmt)
 
 

@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import openai
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator, Context
+from airflow.providers.common.compat.sdk import BaseOperator, Context
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
 from airflow_provider_openai_batch.core.handoffs import BatchRef, ShardRef, Submitted
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 from airflow_provider_openai_batch.core.polling import PollPolicy, Progress, token_limited
+from airflow_provider_openai_batch.exceptions import BatchFailedError, BatchLostError, BatchTimeoutError
 from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
 from airflow_provider_openai_batch.links.batch import OpenAIBatchLink
 from airflow_provider_openai_batch.operators.batch_lifecycle import (
@@ -129,7 +130,9 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
         if event["status"] == "timeout":
             self.timed_out(event["batch_id"], event.get("batch_status"))
         if event["status"] == "error":
-            raise AirflowException(f"Lost track of batch {event['batch_id']}: {event['message']}")
+            raise BatchLostError(
+                f"Lost track of batch {event['batch_id']}: {event['message']}", batch_id=event["batch_id"]
+            )
         return self._on_end(context, BatchRef.from_json(event["batch"]), attempt, deadline, waits)
 
     def resubmit(
@@ -241,7 +244,9 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
                 self.log.warning("Reading batch %s failed (%d in a row): %s", batch_id, errors, err)
                 decision = policy.after_error(errors, time.time())
                 if decision == "give_up":
-                    raise AirflowException(f"Lost track of batch {batch_id}: {errors} consecutive API errors") from err
+                    raise BatchLostError(
+                        f"Lost track of batch {batch_id}: {errors} consecutive API errors", batch_id=batch_id
+                    ) from err
                 if decision == "timeout":
                     self.timed_out(batch_id, None)
                 time.sleep(policy.sleep_for(time.time(), errors))
@@ -279,16 +284,18 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
             self.log.info("Batch %s was already resubmitted as %s", batch.id, existing.id)
             return self._follow(context, hook, existing, following, deadline, waits)
         if waits >= self.token_limit_resubmits:
-            raise AirflowException(
+            raise BatchFailedError(
                 f"Batch {batch.id} was refused for OpenAI's enqueued-token limit after {waits} resubmission(s) "
                 f"in this try ({batch.first_error.get('message')}). Run fewer batches of this "
-                "model at once (a pool with include_deferred), or raise token_limit_resubmits / token_limit_wait."
+                "model at once (a pool with include_deferred), or raise token_limit_resubmits / token_limit_wait.",
+                batch_id=batch.id,
             )
         resume_at = time.time() + self.token_limit_wait.total_seconds()
         if deadline is not None and resume_at >= deadline:
-            raise AirflowException(
+            raise BatchTimeoutError(
                 f"Batch {batch.id} was refused for OpenAI's enqueued-token limit and wait_timeout="
-                f"{self.wait_timeout} ends before the next resubmission; this is a wait timeout, not a batch failure."
+                f"{self.wait_timeout} ends before the next resubmission; this is a wait timeout, not a batch failure.",
+                batch_id=batch.id,
             )
         self.log.warning(
             "Batch %s was refused for OpenAI's enqueued-token limit; resubmitting the same file in %s (%d of %d)",
@@ -307,7 +314,7 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
     def _finish(self, batch: BatchRef) -> dict[str, Any]:
         shard = self.shard_ref
         if batch.status == "failed":
-            raise AirflowException(failure_message(batch, shard.path))
+            raise BatchFailedError(failure_message(batch, shard.path), batch_id=batch.id, path=shard.path)
         counts = batch.request_counts
         self.log.info(
             "Batch %s ended %s: %s completed, %s failed of %s",

@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.common.compat.sdk import (
-    AirflowException,
     AirflowSensorTimeout,
     BaseSensorOperator,
     Context,
@@ -17,6 +16,12 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_openai_batch.core.handoffs import BatchRef
 from airflow_provider_openai_batch.core.polling import PollPolicy, Progress
+from airflow_provider_openai_batch.exceptions import (
+    BatchFailedError,
+    BatchIncompleteError,
+    BatchLostError,
+    OpenAIBatchInputError,
+)
 from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
 from airflow_provider_openai_batch.links.batch import OpenAIBatchLink
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
@@ -77,7 +82,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         if not str(self.batch_id or "").strip():
-            raise ValueError(
+            raise OpenAIBatchInputError(
                 f"{type(self).__name__} {self.task_id!r} has no batch_id to wait for (it rendered empty). Pass the "
                 'id of a batch made elsewhere, e.g. batch_id="{{ params.batch_id }}" and trigger with '
                 f"""-c '{{"batch_id": "batch_…"}}', or batch_id="batch_…" in the DAG file."""
@@ -108,7 +113,9 @@ class OpenAIBatchSensor(BaseSensorOperator):
             errors = self._count_error(context)
             self.log.warning("Reading batch %s failed (%d in a row): %s", self.batch_id, errors, err)
             if self.policy.after_error(errors, time.time()) == "give_up":
-                raise AirflowException(f"Lost track of batch {self.batch_id}: {errors} consecutive API errors") from err
+                raise BatchLostError(
+                    f"Lost track of batch {self.batch_id}: {errors} consecutive API errors", batch_id=self.batch_id
+                ) from err
             return False
         self._reset_errors(context)
         self.log.info(Progress.from_batch(batch).line(time.time()))
@@ -124,16 +131,22 @@ class OpenAIBatchSensor(BaseSensorOperator):
                 f"timeout of {self.timeout:.0f}s; the batch was left running."
             )
         if event["status"] == "error":
-            raise AirflowException(f"Lost track of batch {event['batch_id']}: {event['message']}")
+            raise BatchLostError(
+                f"Lost track of batch {event['batch_id']}: {event['message']}", batch_id=event["batch_id"]
+            )
         return self._outcome(event["batch"])
 
     def _outcome(self, summary: dict[str, Any]) -> dict[str, Any]:
         batch = BatchRef.from_json(summary)
         if batch.status == "failed":
-            raise AirflowException(failure_message(batch))
+            raise BatchFailedError(failure_message(batch), batch_id=batch.id)
         if batch.status in ("expired", "cancelled"):
             if not self.allow_partial:
-                raise AirflowException(f"Batch {batch.id} ended {batch.status} (allow_partial=False)")
+                raise BatchIncompleteError(
+                    f"Batch {batch.id} ended {batch.status} (allow_partial=False)",
+                    batch_id=batch.id,
+                    status=batch.status,
+                )
             self.log.warning("Batch %s ended %s: only part of its requests have results", batch.id, batch.status)
         return summary
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from airflow_provider_openai_batch.core.handoffs import BatchRef
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
+from airflow_provider_openai_batch.exceptions import BatchLostError
 
 # Batch-level errors kept in an event: enough to show the user, bounded so events stay small.
 MAX_EVENT_ERRORS = 100
@@ -58,7 +59,10 @@ KNOWN_EVENT_STATUSES = TERMINAL_STATUSES | {"error", "timeout"}
 def check_event(event: Any) -> dict[str, Any]:
     """Refuse an event we did not make: an unknown status must fail loudly, not pass as success."""
     if not isinstance(event, dict) or event.get("status") not in KNOWN_EVENT_STATUSES or not event.get("batch_id"):
-        raise ValueError(f"unexpected trigger event: {event!r}")
+        batch_id = event.get("batch_id") if isinstance(event, dict) else None
+        raise BatchLostError(
+            f"unexpected trigger event: {event!r}", batch_id=batch_id if isinstance(batch_id, str) else None
+        )
     return event
 
 

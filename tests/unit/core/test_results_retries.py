@@ -12,6 +12,7 @@ from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.result_table import rows_to_batch
 from airflow_provider_openai_batch.core.results import ResultRow
 from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShardWriter, request_ids
+from airflow_provider_openai_batch.exceptions import ReconcileError
 
 
 def row(custom_id: str, status: str, http_status: int | None = None, error_code: str | None = None) -> ResultRow:
@@ -106,7 +107,7 @@ def test_lines_of_a_retry_shard_keep_their_own_origins_when_retried_again(tmp_pa
 
 def test_a_request_to_retry_missing_from_its_shard_is_an_error(tmp_path):
     writer = RetryShardWriter(opener(tmp_path), "job-attempt-2", 2)
-    with pytest.raises(ValueError, match="1 request"):
+    with pytest.raises(ReconcileError, match="1 request"):
         writer.add([request("a")], {"a", "ghost"}, [(0, 1)])
 
 

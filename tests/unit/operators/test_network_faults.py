@@ -17,6 +17,7 @@ import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 
+from airflow_provider_openai_batch.exceptions import BatchTimeoutError
 from airflow_provider_openai_batch.hooks import openai_batch
 from airflow_provider_openai_batch.hooks.call_retries import CallRetries
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
@@ -26,7 +27,6 @@ from airflow_provider_openai_batch.operators.batch_lifecycle import (
     submit_shard,
 )
 from airflow_provider_openai_batch.triggers.events import batch_summary
-from airflow_provider_openai_batch.version_compat import TaskDeferralTimeout
 from tests.conftest import TEST_API_KEY
 from tests.unit.operators.test_results import collect, shard_refs, submitted_job
 from tests.unit.operators.test_submit import (
@@ -149,7 +149,7 @@ def test_retry_batches_wait_with_a_deadline_and_are_cancelled_at_the_deferral_ti
         assert trigger.max_consecutive_errors == 7
         assert deferred.value.timeout is not None  # Airflow's backstop of wait_timeout
 
-        with pytest.raises(TaskDeferralTimeout, match="Timed out waiting for retry batch"):
+        with pytest.raises(BatchTimeoutError, match="Timed out waiting for retry batch"):
             op.resume_execution(TRIGGER_FAIL_REPR, {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, context)
         assert OpenAIBatchHook().get_batch(trigger.batch_id).status in ("cancelling", "cancelled")
 

@@ -13,11 +13,12 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException, Asset, TaskDeferred
+from airflow.providers.common.compat.sdk import Asset, TaskDeferred
 
 from airflow_provider_openai_batch.core.handoffs import CollectionState, ShardRef, Submitted
 from airflow_provider_openai_batch.core.memory_pool import CHOICE_VARIABLE, returning_pool
 from airflow_provider_openai_batch.core.shards import ShardWriter
+from airflow_provider_openai_batch.exceptions import BatchTimeoutError
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.operators.batch_lifecycle import submit_shard
 from airflow_provider_openai_batch.operators.results import OpenAIBatchResultsOperator
@@ -236,7 +237,7 @@ def test_a_retry_batch_wait_timeout_cancels_it_and_says_so(openai_conn, emulator
     op = collect([], tmp_path, max_attempts=2)
     event = {"status": "timeout", "batch_id": batch.id, "deadline": 0, "batch_status": "in_progress"}
     state = CollectionState(job_id="job", work_dir=str(tmp_path), requests=2, items=[], attempt=2)
-    with pytest.raises(AirflowException, match=r"Timed out waiting for retry batch .* collects it as cancelled"):
+    with pytest.raises(BatchTimeoutError, match=r"Timed out waiting for retry batch .* collects it as cancelled"):
         op.resume({"ti": RecordingTI()}, event=event, state=state.to_json())
     assert hook.get_batch(batch.id).status in ("cancelling", "cancelled")
 

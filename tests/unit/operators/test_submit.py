@@ -14,15 +14,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
 from airflow_provider_openai_batch.core.handoffs import ShardRef
+from airflow_provider_openai_batch.exceptions import BatchFailedError, BatchLostError, BatchTimeoutError
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.operators.batch_lifecycle import idempotency_key
 from airflow_provider_openai_batch.operators.submit import STATE_KEY, OpenAIBatchSubmitOperator
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
-from airflow_provider_openai_batch.version_compat import TaskDeferralTimeout
 from tests.conftest import TEST_API_KEY
 from tests.unit.operators.fakes import RecordingTI, context
 
@@ -146,7 +146,7 @@ def test_completed_event_returns_a_summary_without_results(openai_conn, tmp_path
 
 def test_failed_batch_fails_the_task_with_openais_errors_and_line_numbers(openai_conn, tmp_path):
     shard = make_shard(tmp_path, [request("a"), "{not json", request("c")])
-    with pytest.raises(AirflowException) as failure:
+    with pytest.raises(BatchFailedError) as failure:
         operator(shard, deferrable=False).execute(context())
     message = str(failure.value)
     assert "failed with 1 error(s)" in message
@@ -166,14 +166,14 @@ def test_timeout_event_cancels_the_batch_and_says_it_was_a_timeout(openai_conn, 
         op.execute(context())
     batch_id = deferred.value.trigger.batch_id
     event = {"status": "timeout", "batch_id": batch_id, "deadline": time.time(), "batch_status": "in_progress"}
-    with pytest.raises(AirflowException, match="wait timeout, not a batch failure"):
+    with pytest.raises(BatchTimeoutError, match="wait timeout, not a batch failure"):
         op.execute_complete(context(), event)
     assert OpenAIBatchHook().get_batch(batch_id).status in ("cancelling", "cancelled")
 
 
 @pytest.mark.parametrize("event", [None, {}, {"status": "weird", "batch_id": "b"}, {"status": "completed"}])
 def test_unknown_events_fail_loudly(event):
-    with pytest.raises(ValueError, match="unexpected trigger event"):
+    with pytest.raises(BatchLostError, match="unexpected trigger event"):
         operator({"job_id": "j", "sha256": "0" * 64, "index": 0}).execute_complete(context(), event)
 
 
@@ -323,7 +323,7 @@ def test_completed_with_every_request_failed_and_no_output_file_still_succeeds(o
 
 def test_a_lost_batch_fails_saying_so(openai_conn):
     event = {"status": "error", "batch_id": "batch_x", "message": "5 consecutive API errors: boom"}
-    with pytest.raises(AirflowException, match="Lost track of batch batch_x: 5 consecutive API errors"):
+    with pytest.raises(BatchLostError, match="Lost track of batch batch_x: 5 consecutive API errors"):
         operator({"job_id": "j", "sha256": "0" * 64, "index": 0}).execute_complete(stored_context(), event)
 
 
@@ -370,14 +370,14 @@ def run_until_timer(op: OpenAIBatchSubmitOperator) -> TaskDeferred:
 def test_token_limit_resubmissions_are_bounded(openai_conn, tmp_path, emulator):
     shard = make_shard(tmp_path, [request("a")])
     op = operator(shard, token_limit_resubmits=2, token_limit_wait=timedelta(0))
-    with refused_for_tokens(emulator), pytest.raises(AirflowException, match="after 2 resubmission"):
+    with refused_for_tokens(emulator), pytest.raises(BatchFailedError, match="after 2 resubmission"):
         run_inline(op, stored_context())
     assert [len(batches_with_key(idempotency_key(shard, n))) for n in range(4)] == [1, 1, 1, 0]
 
 
 def test_a_retry_walks_the_resubmissions_made_and_goes_on_from_the_last(openai_conn, tmp_path, emulator):
     shard = make_shard(tmp_path, [request("a")])
-    with refused_for_tokens(emulator), pytest.raises(AirflowException, match="after 1 resubmission"):
+    with refused_for_tokens(emulator), pytest.raises(BatchFailedError, match="after 1 resubmission"):
         run_inline(operator(shard, token_limit_resubmits=1, token_limit_wait=timedelta(0)), stored_context())
     # The retry knows nothing (no task state): it finds both refused batches by metadata, creates
     # neither again, and resubmits once more with a fresh budget.
@@ -397,7 +397,7 @@ def test_airflows_deferral_timeout_cancels_the_batch_and_says_it_was_a_timeout(o
         op.execute(stored_context(store))
     assert deferred.value.timeout is not None and deferred.value.timeout >= op.wait_timeout
     resumed = operator(op.shard)  # a fresh instance, as on the worker that resumes
-    with pytest.raises(TaskDeferralTimeout, match="wait timeout, not a batch failure"):
+    with pytest.raises(BatchTimeoutError, match="wait timeout, not a batch failure"):
         resumed.resume_execution("__fail__", {"error": "Trigger timeout"}, stored_context(store))
     assert OpenAIBatchHook().get_batch(deferred.value.trigger.batch_id).status in ("cancelling", "cancelled")
 
@@ -418,5 +418,5 @@ def test_the_worker_wait_gives_up_after_consecutive_api_errors(openai_conn, tmp_
         input_file_id=hook.upload_file(make_shard(tmp_path, [request("a")]).path).id, endpoint="/v1/chat/completions"
     )
     op = operator({}, conn_id="no_retry", deferrable=False, max_consecutive_errors=3)
-    with knobs(emulator, http_500_rate=1.0), pytest.raises(AirflowException, match="3 consecutive API errors"):
+    with knobs(emulator, http_500_rate=1.0), pytest.raises(BatchLostError, match="3 consecutive API errors"):
         op._wait_here(op.hook, batch.id, None)

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException, AirflowSensorTimeout, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, TaskDeferred
 
 try:  # the Task SDK's exceptions module has it from Airflow 3.1; common-compat has no entry for it
     from airflow.sdk.exceptions import AirflowRescheduleException
 except ImportError:
     from airflow.exceptions import AirflowRescheduleException  # type: ignore[no-redef]
 
+from airflow_provider_openai_batch.exceptions import BatchFailedError, BatchIncompleteError, BatchLostError
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.sensors.batch import ERRORS_KEY, OpenAIBatchSensor
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
@@ -111,7 +112,7 @@ def test_a_timeout_event_fails_as_a_sensor_timeout_and_leaves_the_batch(openai_c
 
 def test_a_failed_batch_fails_the_sensor_with_the_line_numbers(openai_conn, tmp_path):
     batch_id = submit(tmp_path, [request("a"), "{not json"])
-    with pytest.raises(AirflowException, match=r"line:2: \[invalid_json_line\]"):
+    with pytest.raises(BatchFailedError, match=r"line:2: \[invalid_json_line\]"):
         sensor(batch_id).execute(sensor_context())
 
 
@@ -124,7 +125,7 @@ def test_an_expired_batch_passes_only_when_partial_results_are_allowed(
         wait_until_status(batch_id, "expired")
     waiting = sensor(batch_id, allow_partial=allow_partial)
     if fails:
-        with pytest.raises(AirflowException, match="ended expired"):
+        with pytest.raises(BatchIncompleteError, match="ended expired"):
             waiting.execute(sensor_context())
     else:
         assert waiting.execute(sensor_context())["request_counts"]["completed"] == 1
@@ -138,7 +139,7 @@ def test_transient_errors_count_across_pokes_until_the_budget_is_spent(no_retry_
         for count in (1, 2):
             assert fresh_sensor(batch_id, no_retry_conn).poke(sensor_context(store)) is False
             assert store.values[ERRORS_KEY] == count
-        with pytest.raises(AirflowException, match="3 consecutive API errors"):
+        with pytest.raises(BatchLostError, match="3 consecutive API errors"):
             fresh_sensor(batch_id, no_retry_conn).poke(sensor_context(store))
     assert fresh_sensor(batch_id, no_retry_conn).poke(sensor_context(store))
     assert ERRORS_KEY not in store.values
