@@ -13,6 +13,7 @@ from here too (the others are not, to keep this module light for the triggerer):
     |   +-- SchemaError             (core.structured) a response schema Structured Outputs refuses
     |   +-- TemplateSyntaxError     (core.templating) a prompt template does not parse
     |   +-- UnknownModelPriceError  (core.costs) no price for the model, so no estimate
+    +-- HandoffError                (core.handoffs) also a ValueError: an XCom record this release cannot read
     +-- ReconcileError              (core.errors) also a RuntimeError: rows and requests would not match 1:1
     +-- BatchFailedError            also an AirflowException: OpenAI failed the batch, or kept refusing it
     +-- BatchIncompleteError        also an AirflowException: ended expired or cancelled; all answers required

@@ -17,12 +17,14 @@ from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
+from airflow_provider_openai_batch.core.errors import OpenAIBatchError
+
 HANDOFF_VERSION = 1
 
 H = TypeVar("H", bound="Handoff")
 
 
-class HandoffError(ValueError):
+class HandoffError(OpenAIBatchError, ValueError):
     """A value from XCom or a deferral that is not the record it should be."""
 
 

@@ -157,8 +157,8 @@ def test_a_failed_batch_resumes_the_submit_task_as_batch_failed(openai_conn, tmp
     batch = wait_for_end(deferred.value.trigger.batch_id)
     with pytest.raises(BatchFailedError) as failure:
         op.execute_complete(context(), batch_event(batch))
-    assert (failure.value.batch_id, failure.value.path) == (batch.id, shard["path"])
-    assert f"{shard['path']}:2: [invalid_json_line]" in str(failure.value)
+    assert (failure.value.batch_id, failure.value.path) == (batch.id, shard.path)
+    assert f"{shard.path}:2: [invalid_json_line]" in str(failure.value)
 
 
 def test_a_wait_timeout_is_batch_timeout_naming_the_batch(openai_conn, emulator, tmp_path):
