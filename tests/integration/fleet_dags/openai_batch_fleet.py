@@ -48,7 +48,7 @@ class PausedSubmitOperator(OpenAIBatchSubmitOperator):
 
 class PausedResultsOperator(OpenAIBatchResultsOperator):
     def _run(self, hook: Any, job_id: str, item: Mapping[str, Any], attempt: int) -> Any:
-        if int(item["shard"]["index"]) == PAUSED_COLLECT_AT_SHARD:
+        if item.shard.index == PAUSED_COLLECT_AT_SHARD:
             _pause_here(self._context, "collect")
         return super()._run(hook, job_id, item, attempt)
 
