@@ -20,7 +20,7 @@ from airflow_provider_openai_batch.core.collect import (
 from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileError
 from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShardWriter
 from tests.unit.core.test_results import chat_line
-from tests.unit.core.test_results_retries import opener, request
+from tests.unit.core.test_retries import opener, request
 
 
 class Stage:
