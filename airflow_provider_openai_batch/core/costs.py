@@ -102,8 +102,16 @@ class Estimate:
     def describe(self) -> str:
         return (
             f"{self.requests:,} requests to {self.model}, {self.input_tokens:,} input tokens, "
-            f"up to {self.max_output_tokens:,} output tokens, ${self.cost_usd:,.4f}"
+            f"up to {self.max_output_tokens:,} output tokens, {usd(self.cost_usd)}"
         )
+
+
+def usd(value: float) -> str:
+    """Dollars with four decimals, or as many more as it takes to show two significant digits."""
+    if value == 0 or abs(value) >= 0.0001:
+        return f"${value:,.4f}"
+    decimals = min(12, 1 - math.floor(math.log10(abs(value))))
+    return f"${value:,.{decimals}f}"
 
 
 def _unpickle_prices(prices: dict[str, ModelPrice], as_of: str, source: str) -> PriceTable:
@@ -161,9 +169,9 @@ class PriceTable:
         if snapshot and snapshot["base"] in self.prices:
             return snapshot["base"]
         raise UnknownModelPriceError(
-            f"No Batch price for model {model!r} (prices as of {self.as_of}). Add one with "
-            f"PriceTable.load({{{model!r}: {{'input': ..., 'output': ..., 'cached_input': ...}}}}) "
-            "or a JSON file of that shape (USD per 1M tokens at the Batch tier)."
+            f"No Batch price for model {model!r} (prices as of {self.as_of}). Give it in a JSON file "
+            f'{{"{model}": {{"input": ..., "output": ..., "cached_input": ...}}}} (USD per 1M tokens at the '
+            "Batch tier): --prices FILE on the command line, prices=FILE (or that mapping) on the operators."
         )
 
     def price(self, model: str) -> ModelPrice:
@@ -200,7 +208,7 @@ def check_budget(estimate: Estimate, max_cost_usd: float | None) -> None:
     if estimate.cost_usd <= max_cost_usd:
         return
     message = (
-        f"Estimated batch cost ${estimate.cost_usd:,.4f} exceeds max_cost_usd=${max_cost_usd:,.4f}: "
+        f"Estimated batch cost {usd(estimate.cost_usd)} exceeds max_cost_usd={usd(max_cost_usd)}: "
         f"{estimate.requests:,} requests to {estimate.model}, {estimate.input_tokens:,} input tokens, "
         f"up to {estimate.max_output_tokens:,} output tokens."
     )

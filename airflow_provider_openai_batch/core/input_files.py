@@ -67,7 +67,8 @@ class LineEstimator:
     def __init__(self) -> None:
         self.requests = self.input_tokens = self.max_output_tokens = self.uncapped = self.skipped = 0
         self.lines = 0
-        self.models: set[str] = set()
+        # model -> [input tokens, output ceiling]: each model is priced at its own rates
+        self.models: dict[str, list[int]] = {}
         self.problems: list[tuple[int, str]] = []
         self.note = ""
 
@@ -80,6 +81,10 @@ class LineEstimator:
             return
         try:
             request = _decode_request(line)
+            model = request.body.get("model")
+            if not isinstance(model, str) or not model:
+                self._skip("the body names no model: its tokens cannot be counted nor priced")
+                return
             tokens = count_request_tokens(request.url, request.body)
         except (*_UNREADABLE, OpenAIBatchInputError, TypeError, AttributeError) as err:
             self._skip(_why_unreadable(line, err))
@@ -88,9 +93,9 @@ class LineEstimator:
         self.input_tokens += tokens.input_tokens
         self.max_output_tokens += tokens.max_output_tokens
         self.uncapped += tokens.output_limit_assumed
-        model = request.body.get("model")
-        if isinstance(model, str):
-            self.models.add(model)
+        totals = self.models.setdefault(model, [0, 0])
+        totals[0] += tokens.input_tokens
+        totals[1] += tokens.max_output_tokens
 
     def _skip(self, why: str) -> None:
         self.skipped += 1
@@ -99,16 +104,19 @@ class LineEstimator:
         self.note = f"{self.skipped} line(s) not estimated (first: line {self.problems[0][0]})"
 
     def estimate(self, prices: PriceTable) -> JobEstimate:
-        """Totals priced with ``prices``; unpriced when the model has no price or there are several."""
-        model = next(iter(self.models)) if len(self.models) == 1 else "mixed"
-        note = self.note
-        try:
-            cost, priced = prices.cost(model, self.input_tokens, self.max_output_tokens), True
-        except UnknownModelPriceError as err:
-            cost, priced = 0.0, False
-            note = "; ".join(filter(None, (note, str(err) if len(self.models) <= 1 else "several models")))
+        """Totals, each model priced at its own rates; unpriced when a model has no price."""
+        model = ", ".join(sorted(self.models)) or "no model"
+        note, cost, unpriced = self.note, 0.0, []
+        for name, (input_tokens, output_tokens) in sorted(self.models.items()):
+            try:
+                cost += prices.cost(name, input_tokens, output_tokens)
+            except UnknownModelPriceError as err:
+                unpriced.append(str(err))
+        if unpriced:
+            cost = 0.0
+            note = "; ".join(filter(None, (note, *unpriced)))
         total = Estimate(self.requests, self.input_tokens, self.max_output_tokens, cost, model, self.uncapped)
-        return JobEstimate(total, "exact", priced=priced, note=note)
+        return JobEstimate(total, "exact", priced=not unpriced, note=note)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,44 @@ def test_estimate_uses_price_overrides_and_guards_a_budget(files, tmp_path, caps
     assert "exceeds max_cost_usd=$5.0000" in capsys.readouterr().err
 
 
+def test_estimate_prices_each_model_of_a_mixed_file_and_names_them(files, tmp_path, capsys):
+    path = files(
+        "mixed.jsonl", [line("a", max_completion_tokens=10), line("b", model="my-model", max_completion_tokens=10)]
+    )
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"my-model": {"input": 1_000_000, "output": 0}}))
+    assert main(["estimate", path, "--prices", str(prices)]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: 2 requests to gpt-4o-mini, my-model, 18 input tokens" in out
+    # my-model's 9 input tokens at $1/token, plus gpt-4o-mini's few cents' worth: priced per model
+    assert ", $9.0000 (tokens counted exactly" in out
+
+
+def test_a_line_without_a_model_is_named_by_its_line(files, capsys):
+    path = files("nomodel.jsonl", [line("a", max_completion_tokens=10), line("b", model="")])
+    assert main(["estimate", path]) == 1
+    out, err = capsys.readouterr()
+    assert f"{path}:2: the body names no model" in err
+    assert "No known tokenizer for model ''" not in out + err
+    assert f"{path}: 1 requests to gpt-4o-mini" in out
+
+
+def test_a_tiny_budget_is_printed_with_its_significant_digits(files, capsys):
+    path = files("1.jsonl", [line("a", max_completion_tokens=10)])
+    assert main(["estimate", path, "--max-cost-usd", "0.0000001"]) == 1
+    err = capsys.readouterr().err
+    assert "exceeds max_cost_usd=$0.00000010:" in err
+    assert "Estimated batch cost $0.0000" in err and "$0.0000 exceeds" not in err
+
+
+def test_an_unpriced_model_points_a_cli_user_to_prices_file(files, capsys):
+    path = files("1.jsonl", [line("a", model="my-finetune")])
+    assert main(["estimate", path]) == 0
+    out = capsys.readouterr().out
+    assert '{"my-finetune": {"input": ..., "output": ..., "cached_input": ...}}' in out
+    assert "--prices FILE" in out
+
+
 def test_the_installed_command_runs(files):
     clean = files("clean.jsonl", [line("a")])
     command = [sys.executable, "-m", "airflow_provider_openai_batch.cli", "validate", clean]

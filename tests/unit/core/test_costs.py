@@ -104,7 +104,7 @@ def test_unknown_model_error_names_model_and_fix() -> None:
 
     message = str(raised.value)
     assert "'my-new-model'" in message
-    assert "PriceTable.load" in message
+    assert "--prices FILE" in message and "prices=FILE" in message
     assert isinstance(raised.value, OpenAIBatchInputError)
 
 
