@@ -27,8 +27,8 @@ def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, help="the batch's output file (JSONL)")
     parser.add_argument("--errors", type=Path, help="the batch's error file (JSONL), if it has one")
     parser.add_argument("--dest", required=True, type=Path, help="where to write the rows: *.parquet or *.jsonl")
-    parser.add_argument("--job-id", help="the job_id column (default: the requests file's name)")
-    parser.add_argument("--batch-id", default="", help="the batch_id column (default: the output file's name)")
+    parser.add_argument("--job-id", help="the job_id column (default: the requests file's name, said in the output)")
+    parser.add_argument("--batch-id", default="", help="the batch_id column, e.g. batch_abc123 (default: empty)")
     parser.add_argument(
         "--batch-status",
         choices=BATCH_STATUSES,
@@ -42,12 +42,22 @@ def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
         help="parse answers as JSON (default: when the first request asks for a JSON response format)",
     )
     parser.add_argument("--prices", help="a JSON file of Batch prices overriding the packaged table")
+    parser.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="write the rows even when most answer lines name custom_ids the requests do not have "
+        "(by default that means the output file belongs to another batch, and nothing is written)",
+    )
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
     """Exit 0 with the counts; 1 with a message for any problem with the files; 2 without --output/--errors."""
-    if args.output is None and args.errors is None:
-        print("openai-batch reconcile: give --output, --errors or both", file=sys.stderr)
+    if args.output is None and args.errors is None and args.batch_status == "completed":
+        print(
+            "openai-batch reconcile: give --output, --errors or both (a batch that expired or was cancelled "
+            "before answering anything: --batch-status expired|cancelled without them)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         return _reconcile(args)
@@ -77,11 +87,13 @@ def _reconcile(args: argparse.Namespace) -> int:
     except (ValueError, OpenAIBatchInputError) as problem:
         raise _Refused(problem) from None
     _check_requests(args.requests)
-    answers = args.output or args.errors
+    job_id = args.job_id or args.requests.stem
+    if not args.job_id:
+        print(f"job_id={job_id} (the requests file's name; --job-id to choose it)", file=sys.stderr)
     outcome = BatchOutcome(
-        job_id=args.job_id or args.requests.stem,
+        job_id=job_id,
         shard=0,
-        batch_id=args.batch_id or answers.stem,
+        batch_id=args.batch_id,
         status=args.batch_status,
         expect_json=_expects_json(args.requests) if args.expect_json is None else args.expect_json,
     )
@@ -93,6 +105,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     try:
         with pool_that_returns_memory(), _atomic_local(args.dest) as handle, batch_writer(handle, fmt) as writer:
             report = collect_attempt([run], 1, writer, prices=prices)
+            _check_answers_belong(report, args)  # raising here publishes nothing
     except OSError as problem:
         name = str(problem.filename or "")
         where = name if name and not name.endswith(".partial") else f"cannot write {args.dest}"
@@ -112,6 +125,23 @@ def _reconcile(args: argparse.Namespace) -> int:
         )
     print(f"wrote {report.staged_rows} rows to {args.dest} ({fmt})")
     return 0
+
+
+def _check_answers_belong(report: Any, args: argparse.Namespace) -> None:
+    """Most answer lines naming ids the requests lack means the wrong output file: refuse to write."""
+    if args.allow_unknown:
+        return
+    counts = report.counts.to_dict()
+    unknown = sum(found["unknown_custom_ids"] for found in report.anomalies)
+    unanswered = counts["missing"] + counts["expired"] + counts["cancelled"]
+    joined = counts["requests"] - unanswered
+    if unknown > joined:
+        files = " and ".join(str(p) for p in (args.output, args.errors) if p is not None)
+        raise _Refused(
+            f"{unknown} answer line(s) of {files} name custom_ids {args.requests} does not have, and only "
+            f"{joined} match: the answers look like another batch's; nothing was written "
+            "(--allow-unknown writes the rows anyway)"
+        )
 
 
 # What a batch file cannot start with: the service reads and writes plain UTF-8 JSONL.

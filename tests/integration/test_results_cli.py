@@ -109,3 +109,38 @@ def test_reconcile_says_which_file_is_missing(tmp_path):
         "--requests", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o.jsonl"), "--dest", "x.parquet"
     )
     assert done.returncode == 1 and "nope.jsonl: no such file" in done.stderr
+
+
+def test_reconcile_refuses_an_output_file_of_another_batch_and_writes_nothing(batch_files, tmp_path):
+    others = tmp_path / "other-requests.jsonl"
+    others.write_text(batch_files["requests"].read_text().replace('"fb-', '"other-'))
+    dest = tmp_path / "rows.parquet"
+    args = ["--requests", str(others), "--output", str(batch_files["output"]), "--dest", str(dest)]
+    done = reconcile(*args)
+    assert done.returncode == 1
+    assert (
+        "3 answer line(s) of" in done.stderr and "only 0 match" in done.stderr and "nothing was written" in done.stderr
+    )
+    assert not dest.exists() and list(tmp_path.glob("*.partial")) == []
+    forced = reconcile(*args, "--allow-unknown")
+    assert forced.returncode == 0 and "missing=5" in forced.stdout
+
+
+def test_reconcile_an_expired_batch_that_answered_nothing(batch_files, tmp_path):
+    dest = tmp_path / "rows.jsonl"
+    done = reconcile("--requests", str(batch_files["requests"]), "--dest", str(dest), "--batch-status", "expired")
+    assert done.returncode == 0, done.stderr
+    assert {json.loads(line)["status"] for line in dest.read_text().splitlines()} == {"expired"}
+    assert "expired=5" in done.stdout
+    assert reconcile("--requests", str(batch_files["requests"]), "--dest", str(dest)).returncode == 2
+
+
+def test_reconcile_says_where_job_id_comes_from_and_leaves_batch_id_to_the_user(batch_files, tmp_path):
+    dest = tmp_path / "rows.jsonl"
+    base = ["--requests", str(batch_files["requests"]), "--output", str(batch_files["output"]), "--dest", str(dest)]
+    done = reconcile(*base)
+    assert "job_id=requests (the requests file's name; --job-id to choose it)" in done.stderr
+    assert {json.loads(line)["batch_id"] for line in dest.read_text().splitlines()} == {""}
+    assert reconcile(*base, "--job-id", "j1", "--batch-id", "batch_abc").returncode == 0
+    rows = [json.loads(line) for line in dest.read_text().splitlines()]
+    assert {(r["job_id"], r["batch_id"]) for r in rows} == {("j1", "batch_abc")}
