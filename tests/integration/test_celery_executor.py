@@ -195,7 +195,11 @@ def play(cluster: AirflowCluster, bucket: Bucket, prefix: str, workers, start_wo
 
 
 def leaked_work_files(since: float, own: list[Path], roots: Path) -> list[str]:
-    """Work or result files written since ``since`` on any shared local path: the repo, the DAG folder, the temp dir."""
+    """
+    This job's work or result files written since ``since`` on a shared local path (the repo, the
+    DAG folder, the temp dir): its shard, output, stage and result files all carry the DAG's id in
+    their names, and the results task's scratch folders start with ``openai-batch-``.
+    """
     allowed = [path.resolve() for path in (*own, roots)]
     leaks = []
     for top in (REPO, Path(tempfile.gettempdir())):
@@ -204,7 +208,9 @@ def leaked_work_files(since: float, own: list[Path], roots: Path) -> list[str]:
             dirs[:] = [d for d in dirs if not d.startswith((".venv", ".git", "pytest-of-")) and here / d not in allowed]
             for name in files:
                 path = here / name
-                if name.endswith(WORK_FILE_SUFFIXES) and _modified_since(path, since):
+                where = str(path.relative_to(top.resolve()))
+                ours = DAG_ID in where or "openai-batch-" in where
+                if ours and name.endswith(WORK_FILE_SUFFIXES) and _modified_since(path, since):
                     leaks.append(str(path))
     return leaks
 
@@ -260,3 +266,12 @@ def test_work_and_result_files_live_on_object_storage_only(fleet):
 def test_the_components_run_the_installed_wheel(fleet):
     assert "site-packages" in fleet.package.parts
     assert not fleet.package.is_relative_to(REPO / "airflow_provider_openai_batch")
+
+
+def test_the_leak_scan_finds_a_work_file_left_on_a_shared_path(tmp_path):
+    planted = Path(tempfile.gettempdir()) / f"{DAG_ID}__manual-{secrets.token_hex(4)}-shard-00000.jsonl"
+    planted.write_text("{}\n")
+    try:
+        assert str(planted.resolve()) in leaked_work_files(time.time() - 60, [], tmp_path)
+    finally:
+        planted.unlink()
