@@ -10,7 +10,6 @@ import weakref
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from functools import cached_property
-from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import openai
@@ -21,11 +20,11 @@ from airflow_provider_openai_batch.core.limits import COMPLETION_WINDOW
 from airflow_provider_openai_batch.core.line_blocks import LineBlocks
 from airflow_provider_openai_batch.hooks.call_retries import TRANSIENT_ERRORS, CallRetries, describe
 from airflow_provider_openai_batch.hooks.client_config import ClientConfig, client_config_from_connection
+from airflow_provider_openai_batch.hooks.storage import PathLike, as_storage_path
 
 if TYPE_CHECKING:
     from openai.types import Batch, FileObject
 
-PathLike = str | ObjectStoragePath
 
 CHUNK_SIZE = 1024 * 1024
 # A batch has a page on OpenAI's dashboard only when it lives on OpenAI's own API.
@@ -36,20 +35,12 @@ DEFAULT_CALL_RETRIES = CallRetries()
 
 _ANY_API_ERROR: tuple[type[Exception], ...] = (openai.APIError, *TRANSIENT_ERRORS)
 
-__all__ = ["TRANSIENT_ERRORS", "OpenAIBatchHook", "as_storage_path"]
+__all__ = ["TRANSIENT_ERRORS", "OpenAIBatchHook"]
 
 
 def is_openai_api(client: Any) -> bool:
     """Does this client talk to OpenAI's own API (rather than Azure, a proxy or an emulator)?"""
     return str(getattr(client.base_url, "host", "")) == OPENAI_API_HOST
-
-
-def as_storage_path(path: PathLike) -> ObjectStoragePath:
-    """Accept a plain local path as well as any ``ObjectStoragePath`` URI (s3://, file://, …)."""
-    if isinstance(path, ObjectStoragePath):
-        return path
-    text = str(path)
-    return ObjectStoragePath(text if "://" in text else f"file://{PurePosixPath(text).as_posix()}")
 
 
 class OpenAIBatchHook(BaseHook):

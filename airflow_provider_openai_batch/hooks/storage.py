@@ -10,15 +10,23 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_openai_batch.core.line_blocks import LineBlocks, opened_lines
-from airflow_provider_openai_batch.hooks.openai_batch import PathLike, as_storage_path
 
+PathLike = str | ObjectStoragePath
 LOCAL_PROTOCOLS = ("file", "local", "")
+
+
+def as_storage_path(path: PathLike) -> ObjectStoragePath:
+    """Accept a plain local path as well as any ``ObjectStoragePath`` URI (s3://, file://, …)."""
+    if isinstance(path, ObjectStoragePath):
+        return path
+    text = str(path)
+    return ObjectStoragePath(text if "://" in text else f"file://{PurePosixPath(text).as_posix()}")
 
 
 def opener_under(base: PathLike):

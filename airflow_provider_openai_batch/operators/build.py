@@ -25,8 +25,7 @@ from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.requests import Message, RequestBuilder, RequestTemplate
 from airflow_provider_openai_batch.core.shards import Manifest, Shard, ShardWriter
 from airflow_provider_openai_batch.core.tokens import TokenEstimate
-from airflow_provider_openai_batch.hooks.openai_batch import as_storage_path
-from airflow_provider_openai_batch.hooks.storage import opener_under
+from airflow_provider_openai_batch.hooks.storage import as_storage_path, opener_under
 from airflow_provider_openai_batch.operators.sources import file_records, sql_records
 
 DEFAULT_JOB_ID = "{{ dag.dag_id }}__{{ run_id }}"

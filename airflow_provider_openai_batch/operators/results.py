@@ -38,8 +38,14 @@ from airflow_provider_openai_batch.exceptions import (
     OpenAIBatchInputError,
     ReconcileError,
 )
-from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook, as_storage_path
-from airflow_provider_openai_batch.hooks.storage import atomic_open, iter_lines, lineage_dataset, opener_under
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.hooks.storage import (
+    as_storage_path,
+    atomic_open,
+    iter_lines,
+    lineage_dataset,
+    opener_under,
+)
 from airflow_provider_openai_batch.operators.batch_lifecycle import (
     BatchWaiting,
     batch_metadata,

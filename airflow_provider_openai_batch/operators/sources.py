@@ -17,7 +17,7 @@ from airflow.providers.common.compat.sdk import BaseHook, ObjectStoragePath
 
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.sources import BATCH_ROWS, read_cursor, read_records
-from airflow_provider_openai_batch.hooks.openai_batch import as_storage_path
+from airflow_provider_openai_batch.hooks.storage import as_storage_path
 
 # DB-API drivers whose ``cursor(name=...)`` is a server-side cursor.
 _SERVER_SIDE_DRIVERS = frozenset({"psycopg2", "psycopg"})

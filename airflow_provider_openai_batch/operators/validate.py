@@ -12,7 +12,7 @@ from airflow_provider_openai_batch.core.costs import Estimate, PriceTable, check
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.input_files import InspectedFile, inspect_files
 from airflow_provider_openai_batch.core.naming import safe_name
-from airflow_provider_openai_batch.hooks.openai_batch import as_storage_path
+from airflow_provider_openai_batch.hooks.storage import as_storage_path
 from airflow_provider_openai_batch.operators.build import DEFAULT_JOB_ID
 
 

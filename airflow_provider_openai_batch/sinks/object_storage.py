@@ -10,8 +10,13 @@ import pyarrow as pa
 
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.result_table import FORMATS, write_batches
-from airflow_provider_openai_batch.hooks.openai_batch import PathLike, as_storage_path
-from airflow_provider_openai_batch.hooks.storage import atomic_open, lineage_dataset, write_atomically
+from airflow_provider_openai_batch.hooks.storage import (
+    PathLike,
+    as_storage_path,
+    atomic_open,
+    lineage_dataset,
+    write_atomically,
+)
 from airflow_provider_openai_batch.sinks.base import ResultSink, of_job
 
 
