@@ -74,6 +74,7 @@ with DAG(
     tags=["openai-batch", "example"],
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
 ) as dag:
+    # [START howto_build_structured_output]
     build = OpenAIBatchBuildOperator(
         task_id="build_requests",
         records=CLAUSES,
@@ -89,11 +90,13 @@ with DAG(
         work_dir=f"{WORK_DIR}/requests",
         max_cost_usd=5.0,  # the budget guard: fail before upload if the estimate is above $5
     )
+    # [END howto_build_structured_output]
 
     submit = OpenAIBatchSubmitOperator.partial(task_id="submit_batch", poll_interval=POLL_INTERVAL).expand(
         shard=build.output
     )
 
+    # [START howto_results_to_sql]
     collect = OpenAIBatchResultsOperator(
         task_id="collect_results",
         batches=submit.output,
@@ -102,6 +105,7 @@ with DAG(
         table="contract_clause_results",
         poll_interval=POLL_INTERVAL,
     )
+    # [END howto_results_to_sql]
 
     @task
     def load_contract_terms(summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -59,11 +59,13 @@ with DAG(
         max_requests_per_shard=25,  # small shards only to show the cap; real jobs keep 50,000
     )
 
+    # [START howto_submit_with_pool]
     submit = OpenAIBatchSubmitOperator.partial(
         task_id="submit_batch",
         pool=POOL,  # one slot per batch in flight, held while deferred
         poll_interval=POLL_INTERVAL,
     ).expand(shard=build.output)
+    # [END howto_submit_with_pool]
 
     collect = OpenAIBatchResultsOperator(
         task_id="collect_results",

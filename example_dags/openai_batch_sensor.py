@@ -32,6 +32,7 @@ with DAG(
     tags=["openai-batch", "example"],
     params={"batch_id": Param("", type="string", description="The batch to wait for (batch_…)")},
 ) as dag:
+    # [START howto_sensor_deferrable]
     wait = OpenAIBatchSensor(
         task_id="wait_for_batch",
         batch_id="{{ params.batch_id }}",
@@ -39,6 +40,7 @@ with DAG(
         poke_interval=POLL_INTERVAL,
         timeout=timedelta(hours=48).total_seconds(),
     )
+    # [END howto_sensor_deferrable]
 
     @task
     def land_output(batch: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The column table is the one definition of the result row: struct, schema, SQL and README follow it."""
+"""The column table is the one definition of the result row: struct, schema, SQL and docs follow it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from airflow_provider_openai_batch.core.result_table import TableCounts
 from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts, Reconciler, ResultRow
 from airflow_provider_openai_batch.sinks.sql_table import ResultsTable
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+COLUMNS_PAGE = Path(__file__).resolve().parents[3] / "docs" / "results-columns.md"
 
 # The Python value a row holds for each Arrow type (timestamps: epoch seconds).
 PYTHON_TYPES = {
@@ -135,19 +135,19 @@ def test_the_sql_table_takes_each_columns_type_for_the_database_family(dialect, 
     assert lines[-1] == 'PRIMARY KEY ("job_id", "custom_id")'
 
 
-def readme_row(column: Column) -> str:
+def docs_row(column: Column) -> str:
     arrow = f"`{column.arrow}`" + ("" if column.nullable else ", not null")
     sql = " | ".join(f"`{column.sql.of(family)}`" for family in ("postgres", "sqlite", "generic"))
     return f"| `{column.name}` | {arrow} | {sql} | {column.meaning} |"
 
 
-def readme_table() -> str:
+def docs_table() -> str:
     header = "| column | Arrow (Parquet) type | PostgreSQL | SQLite | other SQL | |\n|---|---|---|---|---|---|"
-    return "\n".join([header, *map(readme_row, RESULT_COLUMNS)])
+    return "\n".join([header, *map(docs_row, RESULT_COLUMNS)])
 
 
-def test_the_readme_lists_every_column_with_its_types_and_meaning():
-    text = README.read_text(encoding="utf-8")
+def test_the_docs_list_every_column_with_its_types_and_meaning():
+    text = COLUMNS_PAGE.read_text(encoding="utf-8")
     found = re.search(r"^\| column \| Arrow \(Parquet\) type .*?(?=\n\n)", text, re.MULTILINE | re.DOTALL)
-    assert found, "README: the results column table is missing"
-    assert found.group(0) == readme_table(), f"README: replace the results column table with\n{readme_table()}"
+    assert found, "docs/results-columns.md: the results column table is missing"
+    assert found.group(0) == docs_table(), f"docs/results-columns.md: replace the column table with\n{docs_table()}"
