@@ -197,8 +197,8 @@ def play(cluster: AirflowCluster, bucket: Bucket, prefix: str, workers, start_wo
 def leaked_work_files(since: float, own: list[Path], roots: Path) -> list[str]:
     """
     This job's work or result files written since ``since`` on a shared local path (the repo, the
-    DAG folder, the temp dir): its shard, output, stage and result files all carry the DAG's id in
-    their names, and the results task's scratch folders start with ``openai-batch-``.
+    DAG folder, the temp dir): its shard, stage and result files all live under names that carry the
+    DAG's id (the job id starts with it). Other processes' files in the temp dir do not count.
     """
     allowed = [path.resolve() for path in (*own, roots)]
     leaks = []
@@ -209,7 +209,7 @@ def leaked_work_files(since: float, own: list[Path], roots: Path) -> list[str]:
             for name in files:
                 path = here / name
                 where = str(path.relative_to(top.resolve()))
-                ours = DAG_ID in where or "openai-batch-" in where
+                ours = DAG_ID in where
                 if ours and name.endswith(WORK_FILE_SUFFIXES) and _modified_since(path, since):
                     leaks.append(str(path))
     return leaks
