@@ -1,8 +1,8 @@
 """The result row's columns, defined once: every destination and check is derived from this table.
 
 The Arrow schema (Parquet, JSONL, the stages), the SQL table's DDL, the order of the values the
-reconciler produces and the README's column table all come from :data:`RESULT_COLUMNS`; tests hold
-``ResultRow`` and the README to it.
+reconciler produces and the column table in docs/results-columns.md all come from
+:data:`RESULT_COLUMNS`; tests hold ``ResultRow`` and that page to it.
 """
 
 from __future__ import annotations
