@@ -2,9 +2,11 @@
 
 The rule, meant to make demos look sensible:
 
-1. If the instructions (system/developer prompt; else the user's text) list labels, either
-   slash- or pipe-separated (``positive/negative/neutral``) or after "one of"
-   (``one of: spam, ham``), the reply is one of those labels, chosen by a hash of the user's text.
+1. If the instructions (system/developer prompt; else the user's text) list labels — slash- or
+   pipe-separated (``positive/negative/neutral``), after "one of" (``one of: spam, ham``), or as
+   the list an instruction ends with (``Answer positive, negative or neutral.``, ``Classify the
+   sentiment as positive, negative, or neutral``, ``Labels: bug, feature, question``, ``either
+   spam or ham``) — the reply is one of those labels, chosen by a hash of the user's text.
 2. Otherwise the reply is ``Emulated reply to: <the start of the user's text>``.
 
 Structured Outputs replies are JSON built from the schema (see ``schema_values``). The same input
@@ -26,6 +28,12 @@ from airflow_provider_openai_batch.emulator.tokens import CHARS_PER_TOKEN
 _URL = re.compile(r"\S+://\S+")
 _SLASH_LIST = re.compile(r"[A-Za-z][\w-]*(?:[ \t]*[/|][ \t]*[A-Za-z][\w-]*)+")
 _ONE_OF = re.compile(r"\bone of\b[:\s]*([^.\n;]+)", re.IGNORECASE)
+# An instruction that ends in the list of its answers: "Answer a, b or c", "Classify … as a, b, or c".
+_LEADS = re.compile(
+    r"\b(?:answer(?:\s+with)?|reply(?:\s+with)?|respond(?:\s+with)?|(?:classify|label|tag|rate)\b[^.\n;:]{0,40}?\bas"
+    r"|labels?|categories|classes|options|choose(?:\s+from)?|pick(?:\s+from)?|either)\b[:\s]*([^.\n;]+)",
+    re.IGNORECASE,
+)
 _CONNECTORS = {"and", "or"}
 SNIPPET_CHARS = 60
 
@@ -45,14 +53,22 @@ def listed_labels(text: str) -> tuple[str, ...]:
         labels = [part.strip() for part in re.split(r"[/|]", match.group(0))]
         if len(labels) >= 2 and not _CONNECTORS & {label.lower() for label in labels}:
             return tuple(labels)
-    found = _ONE_OF.search(text)
-    if found:
-        parts = re.split(r",|\bor\b|\band\b", found.group(1))
-        labels = [part.strip(" \t'\"`*()") for part in parts]
-        labels = [label for label in labels if label and len(label.split()) <= 3]
-        if len(labels) >= 2:
-            return tuple(labels)
+    for pattern in (_ONE_OF, _LEADS):
+        for found in pattern.finditer(text):
+            labels = _split_list(found.group(1))
+            if len(labels) >= 2:
+                return labels
     return ()
+
+
+def _split_list(listed: str) -> tuple[str, ...]:
+    """``a, b, or c`` -> its items, when every item is a short phrase (else nothing)."""
+    listed = re.sub(r"^\s*either\b", "", listed, flags=re.IGNORECASE)
+    parts = [part.strip(" \t'\"`*()") for part in re.split(r",|\bor\b|\band\b", listed)]
+    labels = [part for part in parts if part]
+    if len(labels) < 2 or any(len(label.split()) > 3 for label in labels):
+        return ()
+    return tuple(labels)
 
 
 def reply_text(instructions: str, user_text: str) -> str:
