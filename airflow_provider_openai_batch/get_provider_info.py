@@ -81,6 +81,9 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": INTEGRATION, "python-modules": [f"{PACKAGE}.sensors.batch"]}],
         "triggers": [{"integration-name": INTEGRATION, "python-modules": [f"{PACKAGE}.triggers.batch"]}],
         "extra-links": [f"{PACKAGE}.links.batch.OpenAIBatchLink"],
+        "task-decorators": [
+            {"name": "openai_batch", "class-name": f"{PACKAGE}.decorators.openai_batch.openai_batch_task"}
+        ],
         "plugins": [{"name": "openai_batch", "plugin-class": f"{PACKAGE}.plugins.openai_batches.OpenAIBatchesPlugin"}],
         "connection-types": [
             {

@@ -55,9 +55,9 @@ def listed_labels(text: str) -> tuple[str, ...]:
             return tuple(labels)
     for pattern in (_ONE_OF, _LEADS):
         for found in pattern.finditer(text):
-            labels = _split_list(found.group(1))
-            if len(labels) >= 2:
-                return labels
+            listed = _split_list(found.group(1))
+            if len(listed) >= 2:
+                return listed
     return ()
 
 

@@ -20,6 +20,7 @@ ALLOWED = {
     "sensors": {"core", "hooks", "triggers", "links", "sensors", "version_compat", "exceptions"},
     "emulator": {"core", "emulator"},
     "operators": {"core", "hooks", "triggers", "sinks", "links", "operators", "version_compat", "exceptions"},
+    "decorators": {"core", "hooks", "operators", "decorators", "version_compat", "exceptions"},
 }
 
 
