@@ -66,6 +66,9 @@ $(LOWEST)/.synced: pyproject.toml | $(UV)
 		-c $(LOWEST)/requirements.txt $(TEST_TOOLS)
 	touch $@
 
+install-wheel-lowest: $(LOWEST)/.synced
+	$(call install_wheel_into,$(LOWEST))
+
 test-lowest: install-wheel-lowest chromium
 	@$(LOWEST)/bin/python -c "import airflow, openai; print(f'airflow={airflow.__version__} openai={openai.__version__}')"
 	$(LOWEST)/bin/pytest $(PYTEST_ARGS)
