@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -69,36 +70,53 @@ POSTGRES_CONN_ID = "openai_batch_test_postgres"
 POSTGRES_URL = os.environ.get("OPENAI_BATCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+class MotoS3:
+    """moto's S3 server (a real HTTP server on 127.0.0.1): its Airflow AWS connection and a boto3 client."""
+
+    def __init__(self) -> None:
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.connection = {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
+        }
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+    def bucket(self, name: str) -> None:
+        self.client.create_bucket(Bucket=name)
+
+
 @pytest.fixture(scope="session")
-def s3_bucket() -> Iterator[str]:
-    """A bucket on moto's S3 server (a real HTTP server on 127.0.0.1), reached through an Airflow connection.
+def moto_s3() -> Iterator[MotoS3]:
+    s3 = MotoS3()
+    yield s3
+    s3.server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(moto_s3) -> Iterator[str]:
+    """A bucket on moto's S3 server, reached through an Airflow connection.
 
     Returns the ``s3://<conn_id>@<bucket>`` prefix ObjectStoragePath understands.
     """
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    conn = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    ).create_bucket(Bucket="results")
+    moto_s3.bucket("results")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(f"AIRFLOW_CONN_{S3_CONN_ID.upper()}", json.dumps(conn))
+        patch.setenv(f"AIRFLOW_CONN_{S3_CONN_ID.upper()}", json.dumps(moto_s3.connection))
         yield f"s3://{S3_CONN_ID}@results"
-    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -88,7 +88,7 @@ def columns_to_batch(reconciler: Reconciler, values: list[list[Any]]) -> pa.Reco
 
 
 def rows_to_batch(rows: Iterable[ResultRow]) -> pa.RecordBatch:
-    """A record batch from full rows (tests, small jobs); the reconciler path uses ``values_to_batch``."""
+    """A record batch from full rows (tests, small jobs); the reconciler builds its batches column by column."""
     data = [row.to_dict() for row in rows]
     for row in data:
         if row["parsed"] is not None:

@@ -15,7 +15,6 @@ end with one batch per shard and one row per record, equal to a LocalExecutor ru
 from __future__ import annotations
 
 import io
-import json
 import os
 import secrets
 import tempfile
@@ -78,19 +77,10 @@ class Fleet:
 class Bucket:
     """The S3 bucket of the ``s3_bucket`` fixture, read directly (boto3) to see what the tasks wrote."""
 
-    def __init__(self, prefix: str) -> None:
-        import boto3
-
-        conn = json.loads(os.environ[f"AIRFLOW_CONN_{S3_CONN_ID.upper()}"])
-        self.connection = conn
+    def __init__(self, moto_s3: Any, prefix: str) -> None:
+        self.connection = moto_s3.connection
+        self.client = moto_s3.client
         self.name = prefix.split("@", 1)[1]
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=conn["extra"]["endpoint_url"],
-            aws_access_key_id=conn["login"],
-            aws_secret_access_key=conn["password"],
-            region_name=conn["extra"]["region_name"],
-        )
 
     def keys(self, prefix: str) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
@@ -103,7 +93,7 @@ class Bucket:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory, s3_bucket) -> Fleet:
+def fleet(tmp_path_factory, moto_s3, s3_bucket) -> Fleet:
     import psycopg
     import redis
 
@@ -114,7 +104,7 @@ def fleet(tmp_path_factory, s3_bucket) -> Fleet:
         f"PostgreSQL at {POSTGRES_URL} (set OPENAI_BATCH_TEST_POSTGRES_URL)",
         lambda: psycopg.connect(POSTGRES_URL, connect_timeout=3).close(),
     )
-    bucket = Bucket(s3_bucket)
+    bucket = Bucket(moto_s3, s3_bucket)
     run_prefix = f"fleet-{secrets.token_hex(4)}"
     fleet = Fleet()
     started = time.time()

@@ -13,6 +13,7 @@ import msgspec
 from airflow_provider_openai_batch.core.bodies.base import UNSET, Body, Choices, Tagged, TokenLimit, UnsetType
 from airflow_provider_openai_batch.core.bodies.formats import (
     Metadata,
+    Moderation,
     PromptCacheBreakpoint,
     ReasoningEffort,
     ResponseFormat,
@@ -222,20 +223,6 @@ class Prediction(Body):
 class StreamOptions(Body):
     include_obfuscation: bool | UnsetType = UNSET
     include_usage: bool | UnsetType = UNSET
-
-
-class PolicyMode(Body):
-    mode: Literal["score", "block"]
-
-
-class ModerationPolicy(Body):
-    input: PolicyMode | None = None
-    output: PolicyMode | None = None
-
-
-class Moderation(Body):
-    model: str
-    policy: ModerationPolicy | None = None
 
 
 class PromptCacheOptions(Body):

@@ -60,3 +60,18 @@ ResponseFormat = ResponseFormatText | ResponseFormatJSONSchema | ResponseFormatJ
 
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 Metadata = dict[str, str]
+
+
+# The moderation settings chat and responses bodies share.
+class PolicyMode(Body):
+    mode: Literal["score", "block"]
+
+
+class ModerationPolicy(Body):
+    input: PolicyMode | None = None
+    output: PolicyMode | None = None
+
+
+class Moderation(Body):
+    model: str
+    policy: ModerationPolicy | None = None

@@ -18,6 +18,7 @@ import msgspec
 from airflow_provider_openai_batch.core.bodies.base import UNSET, Body, Loose, Tagged, TokenLimit, UnsetType
 from airflow_provider_openai_batch.core.bodies.formats import (
     Metadata,
+    Moderation,
     ReasoningEffort,
     ResponseFormatJSONObject,
     ResponseFormatText,
@@ -171,20 +172,6 @@ class ConversationRef(Body):
 
 class ImageOptions(Body):
     context_compression: Literal["auto", "enabled", "disabled"] | UnsetType = UNSET
-
-
-class PolicyMode(Body):
-    mode: Literal["score", "block"]
-
-
-class ModerationPolicy(Body):
-    input: PolicyMode | None = None
-    output: PolicyMode | None = None
-
-
-class Moderation(Body):
-    model: str
-    policy: ModerationPolicy | None = None
 
 
 class PromptRef(Body):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -23,34 +22,12 @@ RECORDS = [{"id": f"r{i}", "text": f"review {i}", "stars": i % 5} for i in range
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[object]:
-    """A moto S3 server on loopback, reached through an Airflow AWS connection, and a client to it."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    conn = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket=BUCKET)
+def s3(moto_s3) -> Iterator[object]:
+    """A bucket of this module's own on moto's S3 server, through its own Airflow connection; a client to it."""
+    moto_s3.bucket(BUCKET)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
-        yield client
-    server.stop()
+        patch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(moto_s3.connection))
+        yield moto_s3.client
 
 
 def uri(key: str) -> str:
