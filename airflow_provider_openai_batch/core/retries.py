@@ -13,13 +13,12 @@ collecting task is retried, instead of paying twice.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError, ReconcileError
 from airflow_provider_openai_batch.core.limits import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE
@@ -30,8 +29,17 @@ MAX_ATTEMPTS_LIMIT = 10
 RETRIABLE_HTTP_STATUSES = frozenset({408, 429})
 TIMEOUT_ERROR_CODES = frozenset({"request_timeout", "timeout"})
 
-_RETRIABLE_HTTP = pa.array(sorted(RETRIABLE_HTTP_STATUSES), pa.int32())
-_TIMEOUT_CODES = pa.array(sorted(TIMEOUT_ERROR_CODES), pa.string())
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@functools.cache
+def _codes() -> tuple[pa.Array, pa.Array]:
+    """The retriable HTTP statuses and timeout codes as Arrow arrays (pyarrow loads when a result is judged)."""
+    import pyarrow as pa
+
+    return pa.array(sorted(RETRIABLE_HTTP_STATUSES), pa.int32()), pa.array(sorted(TIMEOUT_ERROR_CODES), pa.string())
+
 
 # (input shard index, number of consecutive lines from it), in file order.
 Origins = Sequence[Sequence[int]]
@@ -59,11 +67,15 @@ class RetryPolicy:
 
     def retry_mask(self, batch: pa.RecordBatch, attempt: int) -> pa.BooleanArray:
         """True for the rows of ``batch`` (made at ``attempt``) that go into the next attempt."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        retriable_codes, timeout_codes = _codes()
         if attempt >= self.max_attempts:
             return pa.repeat(pa.scalar(False), batch.num_rows)
         status, http = batch.column("status"), batch.column("http_status")
-        retriable_http = pc.or_(pc.is_in(http, _RETRIABLE_HTTP), pc.greater_equal(http, 500))
-        timed_out = pc.and_(pc.is_null(http), pc.is_in(batch.column("error_code"), _TIMEOUT_CODES))
+        retriable_http = pc.or_(pc.is_in(http, retriable_codes), pc.greater_equal(http, 500))
+        timed_out = pc.and_(pc.is_null(http), pc.is_in(batch.column("error_code"), timeout_codes))
         worth_it = pc.or_(pc.fill_null(retriable_http, False), pc.fill_null(timed_out, False))
         retry = pc.or_(pc.and_(pc.equal(status, "failed"), worth_it), pc.equal(status, "expired"))
         if self.retry_cancelled:

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath
 
-from airflow_provider_openai_batch.core.building import (
-    JobEstimate,
-    estimate_shards,
-    validate_shards,
-    write_requests,
-)
-from airflow_provider_openai_batch.core.costs import PriceTable, check_budget
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.handoffs import ShardRef
 from airflow_provider_openai_batch.core.limits import (
@@ -22,11 +15,16 @@ from airflow_provider_openai_batch.core.limits import (
     MAX_REQUESTS_PER_FILE,
 )
 from airflow_provider_openai_batch.core.naming import safe_name
-from airflow_provider_openai_batch.core.requests import Message, RequestBuilder, RequestTemplate
 from airflow_provider_openai_batch.core.shards import Manifest, Shard, ShardWriter
-from airflow_provider_openai_batch.core.tokens import TokenEstimate
 from airflow_provider_openai_batch.hooks.storage import as_storage_path, opener_under
-from airflow_provider_openai_batch.operators.sources import file_records, sql_records
+
+if TYPE_CHECKING:
+    from airflow_provider_openai_batch.core.building import JobEstimate
+    from airflow_provider_openai_batch.core.requests import RequestTemplate
+    from airflow_provider_openai_batch.core.tokens import TokenEstimate
+
+# Templating, token counting, validation and the sources are imported where the task runs them,
+# not at module import: the DAG processor parses every DAG file that uses this operator.
 
 DEFAULT_JOB_ID = "{{ dag.dag_id }}__{{ run_id }}"
 
@@ -139,6 +137,10 @@ class OpenAIBatchBuildOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow_provider_openai_batch.core.building import estimate_shards, validate_shards, write_requests
+        from airflow_provider_openai_batch.core.costs import PriceTable
+        from airflow_provider_openai_batch.core.requests import RequestBuilder
+
         job_id = safe_name(self.job_id)
         job_dir = as_storage_path(self.work_dir) / job_id
         manifest_path = job_dir / "manifest.json"
@@ -191,6 +193,8 @@ class OpenAIBatchBuildOperator(BaseOperator):
     # -- steps ------------------------------------------------------------------------------
 
     def _template(self) -> RequestTemplate:
+        from airflow_provider_openai_batch.core.requests import Message, RequestTemplate
+
         return RequestTemplate(
             endpoint=self.endpoint,
             model=self.model,
@@ -207,6 +211,8 @@ class OpenAIBatchBuildOperator(BaseOperator):
         return self.max_requests_per_shard
 
     def _records(self) -> Iterator[Mapping[str, Any]]:
+        from airflow_provider_openai_batch.operators.sources import file_records, sql_records
+
         if self.sql is not None:
             assert self.sql_conn_id is not None
             return sql_records(self.sql_conn_id, self.sql, self.sql_parameters)
@@ -219,6 +225,8 @@ class OpenAIBatchBuildOperator(BaseOperator):
         return iter(self.records)
 
     def _check_budget(self, estimate: JobEstimate) -> None:
+        from airflow_provider_openai_batch.core.costs import check_budget
+
         if self.max_cost_usd is None:
             return
         if estimate.total is None or not estimate.priced:

@@ -11,26 +11,14 @@ from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath
 
-from airflow_provider_openai_batch.core.collect import (
-    AttemptReport,
-    FileLines,
-    FileLineSets,
-    ShardRun,
-    collect_attempt,
-    reconcile_pool,
-)
-from airflow_provider_openai_batch.core.costs import PriceTable
 from airflow_provider_openai_batch.core.handoffs import BatchRef, CollectionState, ShardRef, Submitted
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
-from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
 from airflow_provider_openai_batch.core.naming import safe_name
-from airflow_provider_openai_batch.core.result_table import TableCounts, batch_writer, read_parquet
-from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileCounts
-from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShard, RetryShardWriter
+from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShardWriter
 from airflow_provider_openai_batch.exceptions import (
     BatchLostError,
     DeliveryError,
@@ -52,11 +40,16 @@ from airflow_provider_openai_batch.operators.batch_lifecycle import (
     submit_shard,
     wait_deadline,
 )
-from airflow_provider_openai_batch.sinks.base import ResultSink
-from airflow_provider_openai_batch.sinks.object_storage import ObjectStorageSink
-from airflow_provider_openai_batch.sinks.sql import SqlSink
 from airflow_provider_openai_batch.triggers.events import batch_ref, check_event
 from airflow_provider_openai_batch.version_compat import log_fallbacks
+
+if TYPE_CHECKING:
+    from airflow_provider_openai_batch.core.collect import AttemptReport, ShardRun
+    from airflow_provider_openai_batch.core.retries import RetryShard
+    from airflow_provider_openai_batch.sinks.base import ResultSink
+
+# Reconciliation, Arrow, Parquet, the price table and the sinks are imported where the task runs
+# them, not at module import: the DAG processor parses every DAG file that uses this operator.
 
 STATE_XCOM_KEY = "collection_state"
 
@@ -148,6 +141,9 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
     # -- entry points -----------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
+        from airflow_provider_openai_batch.core.results import ReconcileCounts
+
         log_fallbacks(self.log)
         submitted = sorted((Submitted.from_json(b) for b in self.batches), key=lambda item: item.shard.index)
         if not submitted:
@@ -166,6 +162,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
 
     def resume(self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None):
         """Back from the trigger with one retry batch ended: wait for the others, then collect."""
+        from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
+
         event = check_event(event)
         if state is None:  # Airflow 3.0's dag.test() resumes without the deferral's kwargs
             ti = context["ti"]
@@ -191,6 +189,10 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
 
     def _collect(self, context: Context, state: CollectionState) -> dict[str, Any]:
         """Reconcile the current attempt's batches; submit a retry attempt or deliver."""
+        from airflow_provider_openai_batch.core.collect import collect_attempt, reconcile_pool
+        from airflow_provider_openai_batch.core.costs import PriceTable
+        from airflow_provider_openai_batch.core.result_table import batch_writer
+
         hook = OpenAIBatchHook(conn_id=self.conn_id)
         attempt = state.attempt
         job_dir = as_storage_path(state.work_dir)
@@ -235,6 +237,9 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
 
     def _run(self, hook: OpenAIBatchHook, job_id: str, item: Submitted, attempt: int) -> ShardRun:
         """A run that streams the shard from storage and the batch's files from the API."""
+        from airflow_provider_openai_batch.core.collect import ShardRun
+        from airflow_provider_openai_batch.core.results import BatchOutcome
+
         shard, batch = item.shard, item.batch
         outcome = BatchOutcome(
             job_id=job_id,
@@ -257,6 +262,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
 
     def _local_run(self, hook: OpenAIBatchHook, job_id: str, item: Submitted, attempt: int, *, local: Path) -> ShardRun:
         """A run over local copies of the shard and the batch's files, which a worker process can open."""
+        from airflow_provider_openai_batch.core.collect import FileLines, FileLineSets
+
         run = self._run(hook, job_id, item, attempt)
         folder = local / f"{run.outcome.shard:05d}-{run.outcome.batch_id}"
         folder.mkdir()
@@ -274,6 +281,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         )
 
     def _note(self, state: CollectionState, report: AttemptReport) -> None:
+        from airflow_provider_openai_batch.core.results import ReconcileCounts
+
         state.staged[str(report.attempt)] = report.staged_rows
         anomalies = ReconcileCounts.from_dict(state.anomalies)
         anomalies.merge(report.counts)
@@ -331,6 +340,9 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         return self._collect(context, state)
 
     def _deliver(self, context: Context, state: CollectionState) -> dict[str, Any]:
+        from airflow_provider_openai_batch.core.result_table import TableCounts
+        from airflow_provider_openai_batch.core.results import ReconcileCounts
+
         job_id, attempts = state.job_id, state.attempt
         staged = sum(state.staged.values())
         if staged != state.requests:
@@ -366,6 +378,9 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         return summary
 
     def _sinks(self) -> list[ResultSink]:
+        from airflow_provider_openai_batch.sinks.object_storage import ObjectStorageSink
+        from airflow_provider_openai_batch.sinks.sql import SqlSink
+
         sinks = list(self.sinks)
         if self.destination:
             sinks.insert(0, ObjectStorageSink(self.destination, self.format))
@@ -407,6 +422,8 @@ def _stage(job_dir: ObjectStoragePath, attempt: int) -> ObjectStoragePath:
 
 
 def _read_stages(stages: Sequence[ObjectStoragePath], rows: int) -> Iterator[Any]:
+    from airflow_provider_openai_batch.core.result_table import read_parquet
+
     for stage in stages:
         with stage.open("rb") as handle:
             yield from read_parquet(handle, rows)
@@ -430,6 +447,9 @@ def _delivering(sink: ResultSink, job_id: str) -> Iterator[None]:
 
 def _destination(sink: ResultSink, job_id: str) -> str:
     """Where a sink writes, as a user would name it; no connection is read (it may be what failed)."""
+    from airflow_provider_openai_batch.sinks.object_storage import ObjectStorageSink
+    from airflow_provider_openai_batch.sinks.sql import SqlSink
+
     if isinstance(sink, ObjectStorageSink):
         return str(sink.location(job_id))
     if isinstance(sink, SqlSink):

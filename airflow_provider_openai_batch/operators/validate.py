@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, Context
 
-from airflow_provider_openai_batch.core.building import JobEstimate
-from airflow_provider_openai_batch.core.costs import Estimate, PriceTable, check_budget
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
-from airflow_provider_openai_batch.core.input_files import InspectedFile, inspect_files
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.hooks.storage import as_storage_path
 from airflow_provider_openai_batch.operators.build import DEFAULT_JOB_ID
+
+if TYPE_CHECKING:
+    from airflow_provider_openai_batch.core.building import JobEstimate
+    from airflow_provider_openai_batch.core.costs import PriceTable
+    from airflow_provider_openai_batch.core.input_files import InspectedFile
 
 
 class OpenAIBatchValidateOperator(BaseOperator):
@@ -55,6 +57,9 @@ class OpenAIBatchValidateOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow_provider_openai_batch.core.costs import PriceTable, check_budget
+        from airflow_provider_openai_batch.core.input_files import inspect_files
+
         paths = [self.paths] if isinstance(self.paths, str) else [str(p) for p in self.paths]
         if not paths:
             raise OpenAIBatchInputError("no batch input files to validate")
@@ -84,6 +89,9 @@ class OpenAIBatchValidateOperator(BaseOperator):
         return [self._shard_ref(index, file, job_id, prices) for index, file in enumerate(files)]
 
     def _estimate(self, files: list[InspectedFile], prices: PriceTable) -> JobEstimate:
+        from airflow_provider_openai_batch.core.building import JobEstimate
+        from airflow_provider_openai_batch.core.costs import Estimate
+
         if not self.estimate:
             return JobEstimate(None, "none", note="estimate=False")
         estimates = [f.estimator.estimate(prices) for f in files if f.estimator is not None]
