@@ -7,11 +7,11 @@ from here too (the others are not, to keep this module light for the triggerer):
 
     OpenAIBatchError                (core.errors) the base of every kind below
     +-- OpenAIBatchInputError       (core.errors) also a ValueError: the input is wrong, nothing uploaded
-    |   +-- BatchInputError         (core.validation) request lines failed validation; .report
+    |   +-- BatchInputError         (core.validate.validation) request lines failed validation; .report
     |   +-- BudgetExceededError     (core.costs) the cost estimate is over max_cost_usd
-    |   +-- RecordError             (core.requests) a record cannot become a request
-    |   +-- SchemaError             (core.structured) a response schema Structured Outputs refuses
-    |   +-- TemplateSyntaxError     (core.templating) a prompt template does not parse
+    |   +-- RecordError             (core.build.requests) a record cannot become a request
+    |   +-- SchemaError             (core.validate.structured) a response schema Structured Outputs refuses
+    |   +-- TemplateSyntaxError     (core.build.templating) a prompt template does not parse
     |   +-- UnknownModelPriceError  (core.costs) no price for the model, so no estimate
     +-- HandoffError                (core.handoffs) also a ValueError: an XCom record this release cannot read
     +-- ReconcileError              (core.errors) also a RuntimeError: rows and requests would not match 1:1

@@ -42,7 +42,7 @@ def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
 def run_validate(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Print every problem as ``path:line: message``; exit 1 on any error (warnings do not fail)."""
     out, err = out or sys.stdout, err or sys.stderr
-    from airflow_provider_openai_batch.core.input_files import inspect_files
+    from airflow_provider_openai_batch.core.build.input_files import inspect_files
 
     try:
         report, files = inspect_files(
@@ -65,8 +65,8 @@ def run_validate(args: argparse.Namespace, out: TextIO | None = None, err: TextI
 def run_estimate(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Print tokens and cost per file and in total (input counted exactly; output is the ceiling)."""
     out, err = out or sys.stdout, err or sys.stderr
+    from airflow_provider_openai_batch.core.build.input_files import LineEstimator
     from airflow_provider_openai_batch.core.costs import PriceTable, check_budget
-    from airflow_provider_openai_batch.core.input_files import LineEstimator
     from airflow_provider_openai_batch.core.line_blocks import capped_lines
 
     try:

@@ -71,12 +71,12 @@ class _Refused(Exception):
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from airflow_provider_openai_batch.core.collect import ShardRun, collect_attempt
+    from airflow_provider_openai_batch.core.collect.attempt import ShardRun, collect_attempt
+    from airflow_provider_openai_batch.core.collect.result_table import batch_writer, format_of
+    from airflow_provider_openai_batch.core.collect.results import BatchOutcome, ReconcileError
     from airflow_provider_openai_batch.core.costs import PriceTable
     from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
     from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
-    from airflow_provider_openai_batch.core.result_table import batch_writer, format_of
-    from airflow_provider_openai_batch.core.results import BatchOutcome, ReconcileError
 
     for path in (args.requests, args.output, args.errors):
         if path is not None:
@@ -174,8 +174,8 @@ def _check_requests(path: Path, most: int = 10) -> None:
     Refuse a requests file whose custom_ids cannot be joined: each line one JSON object with its own
     non-empty string ``custom_id``. Reconciling trusts the ids, so each problem is named by line here.
     """
-    from airflow_provider_openai_batch.core.bodies.checks import utf8_problem
-    from airflow_provider_openai_batch.core.validation import NESTED_TOO_DEEP
+    from airflow_provider_openai_batch.core.validate.bodies.checks import utf8_problem
+    from airflow_provider_openai_batch.core.validate.validation import NESTED_TOO_DEEP
 
     decode = msgspec.json.Decoder(_Id).decode
     first_line: dict[str, int] = {}

@@ -97,8 +97,8 @@ def _opener(root: Path):
 
 
 def _build(n: int, out_dir: Path, token_estimate: str | None = None) -> None:
-    from airflow_provider_openai_batch.core.building import write_requests
-    from airflow_provider_openai_batch.core.requests import RequestBuilder, RequestTemplate
+    from airflow_provider_openai_batch.core.build.building import write_requests
+    from airflow_provider_openai_batch.core.build.requests import RequestBuilder, RequestTemplate
     from airflow_provider_openai_batch.core.shards import ShardWriter
 
     template = RequestTemplate(endpoint=URL, model=MODEL, messages=MESSAGES, body=BODY)
@@ -114,7 +114,7 @@ def _build(n: int, out_dir: Path, token_estimate: str | None = None) -> None:
 
 
 def _validate(n: int, out_dir: Path) -> None:
-    from airflow_provider_openai_batch.core.building import local_reader, validate_shards
+    from airflow_provider_openai_batch.core.build.building import local_reader, validate_shards
     from airflow_provider_openai_batch.core.shards import Shard
 
     shards = [Shard(**s) for s in json.loads((out_dir / "shards.json").read_text())]
@@ -152,10 +152,10 @@ RUNNERS = {
     "operator": _operator,
 }
 PRELOAD = {
-    "build": "airflow_provider_openai_batch.core.building",
-    "build+sample": "airflow_provider_openai_batch.core.building",
-    "build+exact": "airflow_provider_openai_batch.core.building",
-    "validate": "airflow_provider_openai_batch.core.building",
+    "build": "airflow_provider_openai_batch.core.build.building",
+    "build+sample": "airflow_provider_openai_batch.core.build.building",
+    "build+exact": "airflow_provider_openai_batch.core.build.building",
+    "validate": "airflow_provider_openai_batch.core.build.building",
     "operator": "airflow_provider_openai_batch.operators.build",
 }
 

@@ -33,17 +33,17 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from airflow_provider_openai_batch.core.collect import (  # noqa: E402
+from airflow_provider_openai_batch.core.collect.attempt import (  # noqa: E402
     FileLines,
     FileLineSets,
     ShardRun,
     collect_attempt,
     reconcile_pool,
 )
+from airflow_provider_openai_batch.core.collect.result_table import batch_writer, read_parquet  # noqa: E402
+from airflow_provider_openai_batch.core.collect.results import BatchOutcome  # noqa: E402
 from airflow_provider_openai_batch.core.costs import PriceTable  # noqa: E402
 from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory  # noqa: E402
-from airflow_provider_openai_batch.core.result_table import batch_writer, read_parquet  # noqa: E402
-from airflow_provider_openai_batch.core.results import BatchOutcome  # noqa: E402
 from airflow_provider_openai_batch.emulator.answers import answer  # noqa: E402
 
 SHARD = 50_000

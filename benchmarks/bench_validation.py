@@ -72,7 +72,7 @@ def _bare(path: str) -> None:
 
 
 def _validate(path: str) -> None:
-    from airflow_provider_openai_batch.core.validation import Validator
+    from airflow_provider_openai_batch.core.validate.validation import Validator
 
     validator = Validator(max_requests=sys.maxsize, max_bytes=sys.maxsize)
     validator.validate_file(path)
@@ -84,7 +84,7 @@ def _validate(path: str) -> None:
 def run_phase(phase: str, path: str) -> None:
     """Child side: time one phase and print seconds and peak RSS as JSON."""
     if phase == "validate":  # import before timing, like the bare loop's msgspec
-        import airflow_provider_openai_batch.core.validation  # noqa: F401
+        import airflow_provider_openai_batch.core.validate.validation  # noqa: F401
     start = time.perf_counter()
     {"bare": _bare, "validate": _validate}[phase](path)
     seconds = time.perf_counter() - start

@@ -208,7 +208,7 @@ def postgres_prepare(n: int, work: Path) -> None:
     """Empty tables, and the rows as the CSV a plain COPY reads (not timed)."""
     import psycopg
 
-    from airflow_provider_openai_batch.core.result_table import read_parquet
+    from airflow_provider_openai_batch.core.collect.result_table import read_parquet
     from airflow_provider_openai_batch.sinks.sql import _postgres_csv
 
     with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
@@ -239,7 +239,7 @@ def postgres_naive(n: int, work: Path) -> None:
     import psycopg
     import pyarrow.parquet as pq
 
-    from airflow_provider_openai_batch.core.result_columns import RESULT_FIELDS
+    from airflow_provider_openai_batch.core.collect.result_columns import RESULT_FIELDS
 
     plain = _pg_tables()[1]
     columns = list(RESULT_FIELDS)
@@ -251,8 +251,8 @@ def postgres_naive(n: int, work: Path) -> None:
 
 
 def postgres_ours(n: int, work: Path) -> None:
+    from airflow_provider_openai_batch.core.collect.result_table import read_parquet
     from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
-    from airflow_provider_openai_batch.core.result_table import read_parquet
     from airflow_provider_openai_batch.sinks.sql import SqlSink
 
     os.environ["AIRFLOW_CONN_BENCH_SUITE_PG"] = POSTGRES_URL
@@ -309,10 +309,10 @@ def _rss_now_mb() -> float:
 
 # Imported before the clock starts: loading code is not per record.
 PRELOAD = {
-    "build_ours": "airflow_provider_openai_batch.core.building",
-    "validate_ours": "airflow_provider_openai_batch.core.building",
-    "reconcile_ours": "airflow_provider_openai_batch.core.collect",
-    "reconcile_ours_one_process": "airflow_provider_openai_batch.core.collect",
+    "build_ours": "airflow_provider_openai_batch.core.build.building",
+    "validate_ours": "airflow_provider_openai_batch.core.build.building",
+    "reconcile_ours": "airflow_provider_openai_batch.core.collect.attempt",
+    "reconcile_ours_one_process": "airflow_provider_openai_batch.core.collect.attempt",
     "reconcile_naive": "pyarrow.parquet",
     "postgres_ours": "airflow_provider_openai_batch.sinks.sql",
     "postgres_floor": "airflow_provider_openai_batch.sinks.sql_table",  # the table names and columns

@@ -60,3 +60,7 @@ URL_MISMATCH: Final = "url_mismatch"
 MODEL_MISMATCH: Final = "model_mismatch"
 EMPTY_FILE: Final = "empty_file"
 TOO_MANY_TASKS: Final = "too_many_tasks"
+
+# A cap on output tokens: at least 1, and no more than any model's context (a typo such as 10**40
+# would otherwise pass and price the job in sextillions of dollars).
+MAX_TOKEN_LIMIT: Final = 10_000_000

@@ -30,8 +30,8 @@ from typing import Any, Final, Literal, get_args
 import tiktoken
 from tiktoken_ext import openai_public
 
-from airflow_provider_openai_batch.core.bodies.base import MAX_TOKEN_LIMIT
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
+from airflow_provider_openai_batch.core.limits import MAX_TOKEN_LIMIT
 
 log = logging.getLogger(__name__)
 

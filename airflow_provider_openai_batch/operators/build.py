@@ -19,8 +19,8 @@ from airflow_provider_openai_batch.core.shards import Manifest, Shard, ShardWrit
 from airflow_provider_openai_batch.hooks.storage import as_storage_path, opener_under
 
 if TYPE_CHECKING:
-    from airflow_provider_openai_batch.core.building import JobEstimate
-    from airflow_provider_openai_batch.core.requests import RequestTemplate
+    from airflow_provider_openai_batch.core.build.building import JobEstimate
+    from airflow_provider_openai_batch.core.build.requests import RequestTemplate
     from airflow_provider_openai_batch.core.tokens import TokenEstimate
 
 # Templating, token counting, validation and the sources are imported where the task runs them,
@@ -137,9 +137,9 @@ class OpenAIBatchBuildOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow_provider_openai_batch.core.building import estimate_shards, validate_shards, write_requests
+        from airflow_provider_openai_batch.core.build.building import estimate_shards, validate_shards, write_requests
+        from airflow_provider_openai_batch.core.build.requests import RequestBuilder
         from airflow_provider_openai_batch.core.costs import PriceTable
-        from airflow_provider_openai_batch.core.requests import RequestBuilder
 
         job_id = safe_name(self.job_id)
         job_dir = as_storage_path(self.work_dir) / job_id
@@ -193,7 +193,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
     # -- steps ------------------------------------------------------------------------------
 
     def _template(self) -> RequestTemplate:
-        from airflow_provider_openai_batch.core.requests import Message, RequestTemplate
+        from airflow_provider_openai_batch.core.build.requests import Message, RequestTemplate
 
         return RequestTemplate(
             endpoint=self.endpoint,
@@ -269,7 +269,7 @@ def _total(shards: Sequence[Shard]) -> int:
 def _plain_format(response_format: Any) -> Any:
     if response_format is None or isinstance(response_format, Mapping):
         return response_format
-    from airflow_provider_openai_batch.core.structured import json_schema_format
+    from airflow_provider_openai_batch.core.validate.structured import json_schema_format
 
     found = json_schema_format(response_format)
     return {"type": "json_schema", "json_schema": found}

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath
 
+from airflow_provider_openai_batch.core.collect.retries import RetryPolicy, RetryShardWriter
 from airflow_provider_openai_batch.core.handoffs import BatchRef, CollectionState, ShardRef, Submitted
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 from airflow_provider_openai_batch.core.naming import safe_name
-from airflow_provider_openai_batch.core.retries import RetryPolicy, RetryShardWriter
 from airflow_provider_openai_batch.exceptions import (
     BatchLostError,
     DeliveryError,
@@ -44,8 +44,8 @@ from airflow_provider_openai_batch.triggers.events import batch_ref, check_event
 from airflow_provider_openai_batch.version_compat import log_fallbacks
 
 if TYPE_CHECKING:
-    from airflow_provider_openai_batch.core.collect import AttemptReport, ShardRun
-    from airflow_provider_openai_batch.core.retries import RetryShard
+    from airflow_provider_openai_batch.core.collect.attempt import AttemptReport, ShardRun
+    from airflow_provider_openai_batch.core.collect.retries import RetryShard
     from airflow_provider_openai_batch.sinks.base import ResultSink
 
 # Reconciliation, Arrow, Parquet, the price table and the sinks are imported where the task runs
@@ -141,8 +141,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
     # -- entry points -----------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_openai_batch.core.collect.results import ReconcileCounts
         from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
-        from airflow_provider_openai_batch.core.results import ReconcileCounts
 
         log_fallbacks(self.log)
         submitted = sorted((Submitted.from_json(b) for b in self.batches), key=lambda item: item.shard.index)
@@ -189,9 +189,9 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
 
     def _collect(self, context: Context, state: CollectionState) -> dict[str, Any]:
         """Reconcile the current attempt's batches; submit a retry attempt or deliver."""
-        from airflow_provider_openai_batch.core.collect import collect_attempt, reconcile_pool
+        from airflow_provider_openai_batch.core.collect.attempt import collect_attempt, reconcile_pool
+        from airflow_provider_openai_batch.core.collect.result_table import batch_writer
         from airflow_provider_openai_batch.core.costs import PriceTable
-        from airflow_provider_openai_batch.core.result_table import batch_writer
 
         hook = OpenAIBatchHook(conn_id=self.conn_id)
         attempt = state.attempt
@@ -237,8 +237,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
 
     def _run(self, hook: OpenAIBatchHook, job_id: str, item: Submitted, attempt: int) -> ShardRun:
         """A run that streams the shard from storage and the batch's files from the API."""
-        from airflow_provider_openai_batch.core.collect import ShardRun
-        from airflow_provider_openai_batch.core.results import BatchOutcome
+        from airflow_provider_openai_batch.core.collect.attempt import ShardRun
+        from airflow_provider_openai_batch.core.collect.results import BatchOutcome
 
         shard, batch = item.shard, item.batch
         outcome = BatchOutcome(
@@ -262,7 +262,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
 
     def _local_run(self, hook: OpenAIBatchHook, job_id: str, item: Submitted, attempt: int, *, local: Path) -> ShardRun:
         """A run over local copies of the shard and the batch's files, which a worker process can open."""
-        from airflow_provider_openai_batch.core.collect import FileLines, FileLineSets
+        from airflow_provider_openai_batch.core.collect.attempt import FileLines, FileLineSets
 
         run = self._run(hook, job_id, item, attempt)
         folder = local / f"{run.outcome.shard:05d}-{run.outcome.batch_id}"
@@ -281,7 +281,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         )
 
     def _note(self, state: CollectionState, report: AttemptReport) -> None:
-        from airflow_provider_openai_batch.core.results import ReconcileCounts
+        from airflow_provider_openai_batch.core.collect.results import ReconcileCounts
 
         state.staged[str(report.attempt)] = report.staged_rows
         anomalies = ReconcileCounts.from_dict(state.anomalies)
@@ -340,8 +340,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         return self._collect(context, state)
 
     def _deliver(self, context: Context, state: CollectionState) -> dict[str, Any]:
-        from airflow_provider_openai_batch.core.result_table import TableCounts
-        from airflow_provider_openai_batch.core.results import ReconcileCounts
+        from airflow_provider_openai_batch.core.collect.result_table import TableCounts
+        from airflow_provider_openai_batch.core.collect.results import ReconcileCounts
 
         job_id, attempts = state.job_id, state.attempt
         staged = sum(state.staged.values())
@@ -422,7 +422,7 @@ def _stage(job_dir: ObjectStoragePath, attempt: int) -> ObjectStoragePath:
 
 
 def _read_stages(stages: Sequence[ObjectStoragePath], rows: int) -> Iterator[Any]:
-    from airflow_provider_openai_batch.core.result_table import read_parquet
+    from airflow_provider_openai_batch.core.collect.result_table import read_parquet
 
     for stage in stages:
         with stage.open("rb") as handle:

@@ -1,7 +1,7 @@
 """Where the build operator's records come from: a list (XCom), a file on any object store, or SQL.
 
 Files are opened through ``ObjectStoragePath`` (local paths, ``file://``, ``s3://``, ...) and read
-streamed by ``core.sources``. A SQL query runs through any common-sql connection; its rows are
+streamed by ``core.build.sources``. A SQL query runs through any common-sql connection; its rows are
 fetched a batch at a time from a server-side cursor on Postgres, so a query over millions of rows
 never sits in the worker's memory. Other drivers get ``fetchmany`` on a plain cursor, which streams
 with SQLite, but some drivers (e.g. MySQL's default cursor) buffer the whole result when the query runs.
@@ -15,8 +15,8 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseHook, ObjectStoragePath
 
+from airflow_provider_openai_batch.core.build.sources import BATCH_ROWS, read_cursor, read_records
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
-from airflow_provider_openai_batch.core.sources import BATCH_ROWS, read_cursor, read_records
 from airflow_provider_openai_batch.hooks.storage import as_storage_path
 
 # DB-API drivers whose ``cursor(name=...)`` is a server-side cursor.

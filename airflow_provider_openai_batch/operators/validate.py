@@ -13,9 +13,9 @@ from airflow_provider_openai_batch.hooks.storage import as_storage_path
 from airflow_provider_openai_batch.operators.build import DEFAULT_JOB_ID
 
 if TYPE_CHECKING:
-    from airflow_provider_openai_batch.core.building import JobEstimate
+    from airflow_provider_openai_batch.core.build.building import JobEstimate
+    from airflow_provider_openai_batch.core.build.input_files import InspectedFile
     from airflow_provider_openai_batch.core.costs import PriceTable
-    from airflow_provider_openai_batch.core.input_files import InspectedFile
 
 
 class OpenAIBatchValidateOperator(BaseOperator):
@@ -57,8 +57,8 @@ class OpenAIBatchValidateOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow_provider_openai_batch.core.build.input_files import inspect_files
         from airflow_provider_openai_batch.core.costs import PriceTable, check_budget
-        from airflow_provider_openai_batch.core.input_files import inspect_files
 
         paths = [self.paths] if isinstance(self.paths, str) else [str(p) for p in self.paths]
         if not paths:
@@ -89,7 +89,7 @@ class OpenAIBatchValidateOperator(BaseOperator):
         return [self._shard_ref(index, file, job_id, prices) for index, file in enumerate(files)]
 
     def _estimate(self, files: list[InspectedFile], prices: PriceTable) -> JobEstimate:
-        from airflow_provider_openai_batch.core.building import JobEstimate
+        from airflow_provider_openai_batch.core.build.building import JobEstimate
         from airflow_provider_openai_batch.core.costs import Estimate
 
         if not self.estimate:

@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_provider_openai_batch.core.result_table import BATCH_ROWS
+from airflow_provider_openai_batch.core.collect.result_table import BATCH_ROWS
 
 
 class ResultSink(ABC):

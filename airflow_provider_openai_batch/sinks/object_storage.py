@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
+from airflow_provider_openai_batch.core.collect.result_table import FORMATS, write_batches
 from airflow_provider_openai_batch.core.naming import safe_name
-from airflow_provider_openai_batch.core.result_table import FORMATS, write_batches
 from airflow_provider_openai_batch.hooks.storage import (
     PathLike,
     as_storage_path,
@@ -30,7 +30,7 @@ class ObjectStorageSink(ResultSink):
 
     :param base: a local directory or an ``ObjectStoragePath`` URI; ``conn_id`` rides on the path
         (``ObjectStoragePath("s3://bucket/results", conn_id="aws_default")``).
-    :param format: ``parquet`` (typed schema, see ``core.result_table``) or ``jsonl``.
+    :param format: ``parquet`` (typed schema, see ``core.collect.result_table``) or ``jsonl``.
     """
 
     def __init__(self, base: PathLike, format: str = "parquet") -> None:

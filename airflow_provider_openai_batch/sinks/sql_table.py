@@ -3,7 +3,7 @@
 Table and schema names are checked against a strict pattern and then quoted with the hook's own
 quoting (``escape_word_format``), so neither a user's parameter nor a record can inject SQL.
 
-The columns, and their type in each database family, are those of ``core.result_columns``; the
+The columns, and their type in each database family, are those of ``core.collect.result_columns``; the
 primary key is ``(job_id, custom_id)``.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from airflow_provider_openai_batch.core.result_columns import RESULT_COLUMNS, RESULT_FIELDS, Family
+from airflow_provider_openai_batch.core.collect.result_columns import RESULT_COLUMNS, RESULT_FIELDS, Family
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 

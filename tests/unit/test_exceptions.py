@@ -20,7 +20,7 @@ from airflow.providers.common.compat.sdk import (
 import airflow_provider_openai_batch
 from airflow_provider_openai_batch import exceptions
 from airflow_provider_openai_batch.core import errors
-from airflow_provider_openai_batch.core.results import ReconcileError as ReconcileErrorFromResults
+from airflow_provider_openai_batch.core.collect.results import ReconcileError as ReconcileErrorFromResults
 from airflow_provider_openai_batch.exceptions import (
     BatchFailedError,
     BatchIncompleteError,
@@ -89,7 +89,7 @@ def test_the_docstring_draws_exactly_the_class_hierarchy():
 def test_the_docstring_says_where_each_class_lives_and_what_else_it_is():
     classes = provider_classes()
     for name, (parent, note) in drawn_tree().items():
-        where = re.match(r"\((core\.\w+)\)", note)
+        where = re.match(r"\((core[.\w]+)\)", note)
         assert classes[name].__module__ == f"{PACKAGE}.{where[1] if where else 'exceptions'}", name
         inherited = classes[parent] if parent else Exception
         gained = {

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_openai_batch.cli import main
+from airflow_provider_openai_batch.core.build.requests import RecordError, RequestBuilder, RequestTemplate
+from airflow_provider_openai_batch.core.build.sources import read_records
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.limits import MAX_LINE_BYTES
 from airflow_provider_openai_batch.core.line_blocks import bounded_lines
-from airflow_provider_openai_batch.core.requests import RecordError, RequestBuilder, RequestTemplate
-from airflow_provider_openai_batch.core.sources import read_records
 
 DEEP = 100_000
 HALF_A_GZIP = gzip.compress(b"".join(b'{"id": %d}\n' % i for i in range(999)))[:900]
@@ -192,7 +192,7 @@ def test_a_small_gzip_that_inflates_to_a_gigabyte_line_is_refused_without_inflat
         f"""
         import sys
         from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
-        from airflow_provider_openai_batch.core.sources import read_records
+        from airflow_provider_openai_batch.core.build.sources import read_records
         try:
             with open({str(gzip_bomb)!r}, "rb") as handle:
                 for _ in read_records(handle, {gzip_bomb.name!r}):

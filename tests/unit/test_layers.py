@@ -63,6 +63,49 @@ def test_nothing_outside_the_plugin_imports_it():
     assert importers == []
 
 
+# Inside the core the flow reads downwards too: build validates what it writes; validation and
+# collection stand alone (a results task never loads the request structs); the shared modules
+# directly under core/ import none of the three.
+CORE_ALLOWED = {
+    "build": {"build", "validate"},
+    "validate": {"validate"},
+    "collect": {"collect"},
+    "": set(),
+}
+
+
+def core_imports(path: Path) -> set[str]:
+    """The core sub-rooms (build, validate, collect) a module imports."""
+    rooms = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[:2] == [NAME, "core"] and len(parts) > 2 and parts[2] in CORE_ALLOWED:
+                rooms.add(parts[2])
+    return rooms
+
+
+@pytest.mark.parametrize("sub_room", sorted(CORE_ALLOWED))
+def test_core_sub_rooms_import_downwards(sub_room):
+    if sub_room:
+        paths = sorted((PACKAGE / "core" / sub_room).rglob("*.py"))
+    else:
+        paths = sorted((PACKAGE / "core").glob("*.py"))
+    assert paths
+    wrong = {
+        str(path.relative_to(PACKAGE)): sorted(core_imports(path) - CORE_ALLOWED[sub_room])
+        for path in paths
+        if core_imports(path) - CORE_ALLOWED[sub_room]
+    }
+    assert wrong == {}
+
+
+def test_the_core_check_sees_validation_importing_build(tmp_path):
+    module = tmp_path / "bad.py"
+    module.write_text(f"from {NAME}.core.build.shards import ShardWriter\n")
+    assert core_imports(module) == {"build"}
+
+
 def test_the_check_sees_an_upward_import(tmp_path):
     module = tmp_path / "bad.py"
     module.write_text(f"from {NAME}.operators.submit import OpenAIBatchSubmitOperator\n")

@@ -10,7 +10,7 @@ from airflow_provider_openai_batch.core.costs import BudgetExceededError
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.shards import Manifest
-from airflow_provider_openai_batch.core.validation import BatchInputError
+from airflow_provider_openai_batch.core.validate.validation import BatchInputError
 from airflow_provider_openai_batch.operators.build import OpenAIBatchBuildOperator
 from tests.unit.operators.fakes import context
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_provider_openai_batch.core.shards import Manifest
-from airflow_provider_openai_batch.core.validation import BatchInputError
+from airflow_provider_openai_batch.core.validate.validation import BatchInputError
 from airflow_provider_openai_batch.operators.build import OpenAIBatchBuildOperator
 from tests.unit.operators.fakes import context
 

@@ -26,7 +26,7 @@ from airflow_provider_openai_batch.sinks.base import ResultSink
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.triggers.events import batch_ref
 from tests.conftest import TEST_API_KEY
-from tests.unit.core.test_retries import opener
+from tests.unit.core.collect.test_retries import opener
 from tests.unit.operators.fakes import RecordingTI
 
 

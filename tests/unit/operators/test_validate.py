@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_openai_batch.core.costs import BudgetExceededError
-from airflow_provider_openai_batch.core.validation import BatchInputError
+from airflow_provider_openai_batch.core.validate.validation import BatchInputError
 from airflow_provider_openai_batch.operators.submit import OpenAIBatchSubmitOperator
 from airflow_provider_openai_batch.operators.validate import OpenAIBatchValidateOperator
 from tests.unit.operators.fakes import context

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from airflow_provider_openai_batch.core.result_table import reconciled_batches
-from airflow_provider_openai_batch.core.results import BatchOutcome, Reconciler
+from airflow_provider_openai_batch.core.collect.result_table import reconciled_batches
+from airflow_provider_openai_batch.core.collect.results import BatchOutcome, Reconciler
 
 
 def chat_line(custom_id: str, content: str) -> bytes:

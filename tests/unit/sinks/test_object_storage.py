@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-from airflow_provider_openai_batch.core.result_table import RESULT_SCHEMA
+from airflow_provider_openai_batch.core.collect.result_table import RESULT_SCHEMA
 from airflow_provider_openai_batch.sinks.object_storage import ObjectStorageSink
 from tests.unit.sinks.helpers import batches
 

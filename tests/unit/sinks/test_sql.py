@@ -10,8 +10,8 @@ import uuid
 import psycopg
 import pytest
 
-from airflow_provider_openai_batch.core.result_table import reconciled_batches
-from airflow_provider_openai_batch.core.results import BatchOutcome, Reconciler
+from airflow_provider_openai_batch.core.collect.result_table import reconciled_batches
+from airflow_provider_openai_batch.core.collect.results import BatchOutcome, Reconciler
 from airflow_provider_openai_batch.sinks import sql as sql_module
 from airflow_provider_openai_batch.sinks.sql import SqlSink
 from airflow_provider_openai_batch.sinks.sql_table import COLUMNS, ResultsTable, UnsafeNameError

@@ -1,0 +1,138 @@
+"""Build a job's input: records to request lines to shards, validated, each with a token and cost estimate.
+
+Storage comes in as callbacks (the shard writer's opener, a reader for validation), so the build
+operator and scripts share this. The steps run in the order that keeps bad input from costing
+money: write the shards, validate what was written (streamed, duplicates caught across shards),
+estimate, check the budget; only then may the caller publish the manifest that makes the job
+submittable. Imports nothing from Airflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import IO, Any
+
+from airflow_provider_openai_batch.core.build.requests import RequestBuilder
+from airflow_provider_openai_batch.core.costs import Estimate, PriceTable, UnknownModelPriceError
+from airflow_provider_openai_batch.core.line_blocks import capped_lines
+from airflow_provider_openai_batch.core.shards import Shard, ShardWriter, with_estimate
+from airflow_provider_openai_batch.core.validate.validation import ValidationReport, Validator
+
+ShardReader = Callable[[str], AbstractContextManager[IO[bytes]]]
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """The job's totals and how they were reached; ``total`` is None when tokens were not counted."""
+
+    total: Estimate | None
+    method: str
+    exact_strings: int = 0
+    estimated_strings: int = 0
+    priced: bool = True
+    note: str = ""
+
+    def describe(self) -> str:
+        if self.total is None:
+            return f"no token estimate ({self.note})"
+        text = self.total.describe() if self.priced else self.total.describe().rsplit(", $", 1)[0] + ", cost unknown"
+        how = "tokens counted exactly"
+        if self.method == "sample" and self.estimated_strings:
+            how = (
+                f"tokens counted exactly for {self.exact_strings:,} prompt strings and estimated from length "
+                f"for {self.estimated_strings:,}"
+            )
+        extra = f"; {self.note}" if self.note else ""
+        if self.total.uncapped_requests:
+            extra += (
+                f"; {self.total.uncapped_requests:,} request(s) set no output limit, so the model's maximum was assumed"
+            )
+        return f"{text} ({how}; output is the ceiling){extra}"
+
+    def to_dict(self) -> dict[str, Any]:
+        total = self.total
+        return {
+            "method": self.method,
+            "requests": total.requests if total else None,
+            "input_tokens": total.input_tokens if total else None,
+            "max_output_tokens": total.max_output_tokens if total else None,
+            "cost_usd": round(total.cost_usd, 6) if total and self.priced else None,
+            "exact_strings": self.exact_strings,
+            "estimated_strings": self.estimated_strings,
+            "note": self.note,
+        }
+
+
+def write_requests(records: Iterable[Mapping[str, Any]], builder: RequestBuilder, writer: ShardWriter) -> list[Shard]:
+    """Render every record into the writer's shards (the last one is closed even on error).
+
+    The first request is validated as soon as it is written: a body parameter that is wrong is
+    wrong on every line, and this reports it (as ``first-shard:1: ...``) before a million lines
+    are written to object storage.
+    """
+    try:
+        probed = False
+        for chunk in builder.chunks(records):
+            writer.write_chunk(chunk.ids, chunk.lines, chunk.tokens)
+            if not probed:
+                _probe(writer.shards[0].path if writer.shards else writer.current_path, chunk.lines[0])
+                probed = True
+    finally:
+        writer.close()
+        builder.forget_ids()
+    return writer.shards
+
+
+def _probe(path: str, line: bytes) -> None:
+    probe = Validator()
+    probe.validate_lines(path, [line])
+    probe.report().raise_for_errors()
+
+
+def estimate_shards(
+    shards: list[Shard], builder: RequestBuilder, prices: PriceTable
+) -> tuple[list[Shard], JobEstimate]:
+    """Each shard with its output ceiling and cost, and the job's totals."""
+    output = builder.output_tokens
+    counter = builder.token_counter
+    if output is None or counter is None or any(shard.input_tokens is None for shard in shards):
+        return shards, JobEstimate(None, "none", note=builder.token_note or "token estimate off")
+    model = builder.template.model
+    try:
+        prices.resolve(model)
+        priced, note = True, ""
+    except UnknownModelPriceError as err:
+        priced, note = False, str(err)
+    estimated: list[Shard] = []
+    total = Estimate.empty(model)
+    for shard in shards:
+        max_output = output.max_output_tokens * shard.requests
+        cost = prices.cost(model, shard.input_tokens or 0, max_output) if priced else 0.0
+        estimated.append(with_estimate(shard, max_output, cost if priced else None))
+        total += Estimate(
+            requests=shard.requests,
+            input_tokens=shard.input_tokens or 0,
+            max_output_tokens=max_output,
+            cost_usd=cost,
+            model=model,
+            uncapped_requests=shard.requests if output.output_limit_assumed else 0,
+        )
+    job = JobEstimate(total, counter.mode, counter.exact_strings, counter.estimated_strings, priced, note)
+    return estimated, job
+
+
+def validate_shards(shards: Iterable[Shard], reader: ShardReader, **limits: int) -> ValidationReport:
+    """Stream every shard back from storage through one validator (custom_ids unique across them)."""
+    validator = Validator(**limits)
+    for shard in shards:
+        with reader(shard.path) as handle:
+            validator.validate_lines(shard.path, capped_lines(handle))
+    return validator.report()
+
+
+def local_reader(path: str) -> AbstractContextManager[IO[bytes]]:
+    """A ``ShardReader`` for local files."""
+    return contextlib.closing(open(path, "rb", buffering=1 << 20))

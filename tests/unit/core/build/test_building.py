@@ -1,0 +1,108 @@
+"""The build steps without Airflow: write, fail fast on a bad body, validate across shards, estimate."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_openai_batch.core.build import requests as requests_module
+from airflow_provider_openai_batch.core.validate import seen_ids
+from airflow_provider_openai_batch.core.build.building import (
+    estimate_shards,
+    local_reader,
+    validate_shards,
+    write_requests,
+)
+from airflow_provider_openai_batch.core.build.requests import RequestBuilder, RequestTemplate
+from airflow_provider_openai_batch.core.costs import PriceTable
+from airflow_provider_openai_batch.core.shards import ShardWriter
+from airflow_provider_openai_batch.core.validate.seen_ids import SeenIds
+from airflow_provider_openai_batch.core.validate.validation import BatchInputError
+
+
+def opener(root: Path):
+    def open_shard(name: str):
+        path = root / name
+        return str(path), path.open("wb")
+
+    return open_shard
+
+
+def template(**body) -> RequestTemplate:
+    return RequestTemplate(
+        endpoint="/v1/chat/completions",
+        model="gpt-4o-mini",
+        messages=({"role": "user", "content": "{{ text }}"},),
+        body={"max_completion_tokens": 7, **body},
+    )
+
+
+RECORDS = [{"id": i, "text": f"text number {i}"} for i in range(1_000)]
+
+
+def test_a_bad_body_fails_after_the_first_chunk_not_after_every_record(tmp_path):
+    consumed = []
+
+    def records():
+        for record in RECORDS:
+            consumed.append(record)
+            yield record
+
+    writer = ShardWriter(opener(tmp_path), "job")
+    with pytest.raises(BatchInputError) as failure:
+        write_requests(records(), RequestBuilder(template(temperature="hot"), "id"), writer)
+    assert str(failure.value).splitlines()[1] == (
+        f"{tmp_path}/job-shard-00000.jsonl:1: invalid body for /v1/chat/completions: "
+        "expected `float | null`, got `str` at body.temperature"
+    )
+    assert len(consumed) < len(RECORDS)
+
+
+def test_validation_reads_every_shard_back_and_names_each_line(tmp_path):
+    writer = ShardWriter(opener(tmp_path), "job", max_requests=400)
+    shards = write_requests(RECORDS, RequestBuilder(template(), "id"), writer)
+    assert validate_shards(shards, local_reader).ok
+    last = Path(shards[-1].path)
+    last.write_bytes(last.read_bytes() + b'{"custom_id": "0"}\n')
+    report = validate_shards(shards, local_reader)
+    assert [str(p) for p in report.problems] == [
+        f"{last}:201: missing top-level key 'method'",
+        f"{last}:201: missing top-level key 'url'",
+        f"{last}:201: missing top-level key 'body'",
+        f"{last}:201: duplicate custom_id '0'; custom_ids must be unique across the job",
+    ]
+
+
+def test_shard_estimates_add_up_to_the_job_estimate(tmp_path):
+    builder = RequestBuilder(template(), "id", token_estimate="exact")
+    shards = write_requests(RECORDS, builder, ShardWriter(opener(tmp_path), "job", max_requests=300))
+    priced, job = estimate_shards(shards, builder, PriceTable.load())
+    assert [s.max_output_tokens for s in priced] == [2_100, 2_100, 2_100, 700]
+    assert job.total.requests == 1_000 and job.total.max_output_tokens == 7_000
+    assert job.total.input_tokens == sum(s.input_tokens for s in priced)
+    assert job.total.cost_usd == pytest.approx(sum(s.cost_usd for s in priced))
+    assert job.method == "exact" and job.exact_strings == 1_000
+
+
+def test_without_token_estimates_there_is_no_job_estimate(tmp_path):
+    builder = RequestBuilder(template(), "id")
+    shards = write_requests(RECORDS[:3], builder, ShardWriter(opener(tmp_path), "job"))
+    priced, job = estimate_shards(shards, builder, PriceTable.load())
+    assert job.total is None and priced[0].cost_usd is None
+    assert job.describe() == "no token estimate (token estimate off)"
+
+
+def test_a_repeated_key_further_back_than_the_builders_window_fails_validation_naming_the_line(tmp_path, monkeypatch):
+    # The builder holds a window of ids (here 100) so memory does not grow with the job; a key repeated
+    # 500 records later passes it, and the validation of the written shards finds it before any upload.
+    monkeypatch.setattr(requests_module, "SeenIds", functools.partial(SeenIds, 100, spill=False))
+    monkeypatch.setattr(seen_ids, "FLUSH_ROWS", 64)
+    records = [*RECORDS[:600], {"id": 3, "text": "again"}]
+    writer = ShardWriter(opener(tmp_path), "job", max_requests=400)
+    shards = write_requests(records, RequestBuilder(template(), "id"), writer)
+    report = validate_shards(shards, local_reader, id_window=100)
+    assert [str(p) for p in report.problems] == [
+        f"{shards[1].path}:201: duplicate custom_id '3'; custom_ids must be unique across the job"
+    ]
