@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import IO, Any
 
@@ -67,12 +67,6 @@ class Manifest:
     def to_json(self) -> bytes:
         data = asdict(self)
         return msgspec.json.format(msgspec.json.encode(data), indent=2) + b"\n"
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Manifest:
-        data = msgspec.json.decode(raw)
-        shards = tuple(Shard(**s) for s in data.pop("shards"))
-        return cls(shards=shards, **data)
 
 
 def shard_name(job_id: str, index: int) -> str:
@@ -143,14 +137,6 @@ class ShardWriter:
                 return
         for custom_id, line, count in zip(ids, lines, tokens or itertools.repeat(None), strict=False):
             self.write(custom_id, line, count)
-
-    def write_all(self, lines: Iterable[tuple[str, bytes]]) -> list[Shard]:
-        try:
-            for custom_id, line in lines:
-                self.write(custom_id, line)
-        finally:
-            self.close()
-        return self.shards
 
     def close(self) -> None:
         if self._handle is not None:

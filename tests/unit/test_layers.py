@@ -87,10 +87,8 @@ def core_imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("sub_room", sorted(CORE_ALLOWED))
 def test_core_sub_rooms_import_downwards(sub_room):
-    if sub_room:
-        paths = sorted((PACKAGE / "core" / sub_room).rglob("*.py"))
-    else:
-        paths = sorted((PACKAGE / "core").glob("*.py"))
+    folder = PACKAGE / "core" / sub_room
+    paths = sorted(folder.rglob("*.py") if sub_room else folder.glob("*.py"))
     assert paths
     wrong = {
         str(path.relative_to(PACKAGE)): sorted(core_imports(path) - CORE_ALLOWED[sub_room])

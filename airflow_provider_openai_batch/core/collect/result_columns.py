@@ -2,7 +2,7 @@
 
 The Arrow schema (Parquet, JSONL, the stages), the SQL table's DDL, the order of the values the
 reconciler produces and the column table in docs/results-columns.md all come from
-:data:`RESULT_COLUMNS`; tests hold ``ResultRow`` and that page to it.
+:data:`RESULT_COLUMNS`; a test holds that page to it.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from airflow_provider_openai_batch.core.collect.result_columns import (
     UTC_TIMESTAMP,
     VALUE_FIELDS,
 )
-from airflow_provider_openai_batch.core.collect.results import Reconciler, ResultRow, ResultTotals
+from airflow_provider_openai_batch.core.collect.results import Reconciler, ResultTotals
 
 BATCH_ROWS = 65_536  # rows per batch read back from a results file
 # Rows per reconciled batch (a row group of the attempt's stage): small enough that a few in flight
@@ -85,15 +85,6 @@ def columns_to_batch(reconciler: Reconciler, values: list[list[Any]]) -> pa.Reco
         columns[name] = pa.nulls(count, kind) if value is None else pa.repeat(pa.scalar(value, kind), count)
     batch = pa.RecordBatch.from_arrays([columns[name] for name in RESULT_SCHEMA.names], schema=_BUILD_SCHEMA)
     return batch.cast(RESULT_SCHEMA)
-
-
-def rows_to_batch(rows: Iterable[ResultRow]) -> pa.RecordBatch:
-    """A record batch from full rows (tests, small jobs); the reconciler builds its batches column by column."""
-    data = [row.to_dict() for row in rows]
-    for row in data:
-        if row["parsed"] is not None:
-            row["parsed"] = _encode(row["parsed"]).decode()
-    return pa.RecordBatch.from_pylist(data, schema=_BUILD_SCHEMA).cast(RESULT_SCHEMA)
 
 
 FORMATS = ("parquet", "jsonl")

@@ -53,48 +53,6 @@ from airflow_provider_openai_batch.core.line_blocks import line_lists
 _UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
-class ResultRow(msgspec.Struct, frozen=True, gc=False):
-    """
-    One request's outcome: the columns of ``RESULT_COLUMNS``, in order (a test holds it to them).
-
-    ``shard`` is the input shard the request was built into (also for retries, which mix shards);
-    ``attempt`` is the attempt whose answer this is (1 = the first batch). Timestamps are epoch
-    seconds (UTC): when the service answered, when the batch was created and ended, and when the
-    row was reconciled. (Not tracked by the garbage collector: rows hold no cycles, and a million
-    of them would otherwise make every collection slower.)
-    """
-
-    job_id: str
-    shard: int
-    batch_id: str
-    custom_id: str
-    record_key: str
-    status: ResultStatus
-    attempt: int = 1
-    http_status: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    model: str | None = None
-    content: str | None = None
-    refusal: str | None = None
-    finish_reason: str | None = None
-    parsed: Any = None
-    embedding: list[float] | None = None
-    input_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    cost_usd: float | None = None
-    request_id: str | None = None
-    responded_at: int | None = None
-    batch_created_at: int | None = None
-    batch_ended_at: int | None = None
-    collected_at: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return msgspec.structs.asdict(self)
-
-
 @dataclass
 class ResultTotals:
     """
@@ -172,7 +130,8 @@ class BatchOutcome:
     error_message: str | None = None
 
 
-# The varying part of a row: one value per ``VALUE_FIELDS`` name, in that order (see ``row``).
+# The varying part of a row: one value per ``VALUE_FIELDS`` name, in that order (the batch's own
+# fields are added column-wise: ``batch_values``).
 Values = tuple[Any, ...]
 Columns = list[Sequence[Any]]  # the same for a chunk of rows, a column per name
 TokenColumn = Sequence[int]  # one count per row
@@ -217,15 +176,6 @@ class Reconciler:
         self.counts = ReconcileCounts()
         self.collected_at = int(time.time())
         self._costs_of: dict[str | None, UsageCost | None] = {None: None}  # by model; None: unpriced
-
-    def rows(self, *line_sources: Iterable[bytes]) -> Iterator[ResultRow]:
-        """Rows for the answered requests as their lines stream in, then for the unanswered ones."""
-        return map(self.row, self.values(*line_sources))
-
-    def row(self, values: Values) -> ResultRow:
-        """The full row from one ``values`` tuple and the batch's own fields (tests, small jobs)."""
-        request = dict(zip(VALUE_FIELDS, values, strict=True))
-        return ResultRow(**request, **self.batch_values(), record_key=request["custom_id"])
 
     def batch_values(self) -> dict[str, Any]:
         """The ``BATCH_FIELDS`` columns: the same for every row of this reconciliation."""

@@ -7,6 +7,7 @@ import pytest
 
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.shards import Manifest, ShardWriter
+from tests.unit.core.shard_files import read_manifest, write_all
 
 
 def local_opener(root: Path):
@@ -23,20 +24,20 @@ def lines(n: int, size: int = 10):
 
 
 def test_splits_by_request_count(tmp_path):
-    shards = ShardWriter(local_opener(tmp_path), "job", max_requests=4).write_all(lines(10))
+    shards = write_all(ShardWriter(local_opener(tmp_path), "job", max_requests=4), lines(10))
     assert [s.requests for s in shards] == [4, 4, 2]
     assert [s.first_custom_id for s in shards] == ["id-0", "id-4", "id-8"]
     assert [s.last_custom_id for s in shards] == ["id-3", "id-7", "id-9"]
 
 
 def test_splits_by_bytes_without_crossing_the_limit(tmp_path):
-    shards = ShardWriter(local_opener(tmp_path), "job", max_bytes=25).write_all(lines(5, size=10))
+    shards = write_all(ShardWriter(local_opener(tmp_path), "job", max_bytes=25), lines(5, size=10))
     assert [s.requests for s in shards] == [2, 2, 1]
     assert all(s.bytes <= 25 for s in shards)
 
 
 def test_shard_fingerprint_matches_the_file_written(tmp_path):
-    (shard,) = ShardWriter(local_opener(tmp_path), "job").write_all(lines(3))
+    (shard,) = write_all(ShardWriter(local_opener(tmp_path), "job"), lines(3))
     data = Path(shard.path).read_bytes()
     assert shard.sha256 == hashlib.sha256(data).hexdigest()
     assert shard.bytes == len(data)
@@ -45,7 +46,7 @@ def test_shard_fingerprint_matches_the_file_written(tmp_path):
 
 def test_a_single_request_over_the_byte_limit_is_an_error(tmp_path):
     with pytest.raises(OpenAIBatchInputError, match="'id-0' alone is 30 bytes"):
-        ShardWriter(local_opener(tmp_path), "job", max_bytes=20).write_all(lines(1, size=30))
+        write_all(ShardWriter(local_opener(tmp_path), "job", max_bytes=20), lines(1, size=30))
 
 
 @pytest.mark.parametrize("kwargs", [{"max_requests": 50_001}, {"max_requests": 0}, {"max_bytes": 201 * 1024 * 1024}])
@@ -55,9 +56,9 @@ def test_limits_above_the_api_or_below_one_are_refused(tmp_path, kwargs):
 
 
 def test_manifest_round_trips(tmp_path):
-    shards = ShardWriter(local_opener(tmp_path), "job", max_requests=2).write_all(lines(3))
+    shards = write_all(ShardWriter(local_opener(tmp_path), "job", max_requests=2), lines(3))
     manifest = Manifest("job", "/v1/embeddings", "text-embedding-3-small", "id", tuple(shards), extra={"a": 1})
-    again = Manifest.from_json(manifest.to_json())
+    again = read_manifest(manifest.to_json())
     assert again == manifest
     assert again.requests == 3
 
@@ -73,7 +74,7 @@ def chunked(n: int, size: int = 10, chunk: int = 7):
 def test_chunks_split_exactly_like_single_lines(tmp_path, limits):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    one = ShardWriter(local_opener(tmp_path / "a"), "job", **limits).write_all(lines(30))
+    one = write_all(ShardWriter(local_opener(tmp_path / "a"), "job", **limits), lines(30))
     writer = ShardWriter(local_opener(tmp_path / "b"), "job", **limits)
     for ids, chunk in chunked(30):
         writer.write_chunk(ids, chunk)
@@ -99,15 +100,5 @@ def test_a_single_request_over_the_token_limit_is_an_error(tmp_path):
 
 
 def test_shards_without_token_estimates_say_so(tmp_path):
-    (shard,) = ShardWriter(local_opener(tmp_path), "job").write_all(lines(3))
+    (shard,) = write_all(ShardWriter(local_opener(tmp_path), "job"), lines(3))
     assert shard.input_tokens is None
-
-
-def test_a_version_1_manifest_still_reads():
-    old = (
-        b'{"job_id":"j","endpoint":"/v1/embeddings","model":"m","key_field":"id","version":1,"extra":{},'
-        b'"shards":[{"index":0,"path":"p","requests":1,"bytes":2,"sha256":"s","first_custom_id":"a",'
-        b'"last_custom_id":"a"}]}'
-    )
-    manifest = Manifest.from_json(old)
-    assert manifest.shards[0].input_tokens is None and manifest.requests == 1

@@ -9,9 +9,9 @@ import pytest
 from airflow_provider_openai_batch.core.costs import BudgetExceededError
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.naming import safe_name
-from airflow_provider_openai_batch.core.shards import Manifest
 from airflow_provider_openai_batch.core.validate.validation import BatchInputError
 from airflow_provider_openai_batch.operators.build import OpenAIBatchBuildOperator
+from tests.unit.core.shard_files import read_manifest
 from tests.unit.operators.fakes import context
 
 MESSAGES = [{"role": "user", "content": "Sentiment of: {{ text }}"}]
@@ -48,7 +48,7 @@ def test_build_writes_shards_and_manifest_and_returns_mappable_shard_list(tmp_pa
         data = local(shard["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == shard["sha256"]
         assert shard["path"].startswith(f"file://{tmp_path}/{job_id}/requests/")
-    manifest = Manifest.from_json(local(shards[0]["manifest"]).read_bytes())
+    manifest = read_manifest(local(shards[0]["manifest"]).read_bytes())
     assert manifest.requests == 5
     assert [s.sha256 for s in manifest.shards] == [s["sha256"] for s in shards]
 
@@ -189,7 +189,7 @@ def test_the_estimate_is_in_the_shards_the_manifest_and_the_summary(tmp_path):
     assert [s["max_output_tokens"] for s in shards] == [30, 20]
     assert sum(s["input_tokens"] for s in shards) == estimate["input_tokens"] > 5 * 10
     assert sum(s["cost_usd"] for s in shards) == pytest.approx(estimate["cost_usd"], abs=1e-6)
-    manifest = Manifest.from_json(local(shards[0]["manifest"]).read_bytes())
+    manifest = read_manifest(local(shards[0]["manifest"]).read_bytes())
     assert manifest.extra["estimate"] == estimate
     assert [s.cost_usd for s in manifest.shards] == [s["cost_usd"] for s in shards]
 

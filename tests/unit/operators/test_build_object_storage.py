@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_openai_batch.core.shards import Manifest
 from airflow_provider_openai_batch.core.validate.validation import BatchInputError
 from airflow_provider_openai_batch.operators.build import OpenAIBatchBuildOperator
+from tests.unit.core.shard_files import read_manifest
 from tests.unit.operators.fakes import context
 
 BUCKET = "openai-batch-build"
@@ -90,7 +90,7 @@ def test_records_on_s3_become_shards_and_a_manifest_on_s3(s3, name, payload):
         lines += [json.loads(line) for line in data.splitlines()]
     assert [line["custom_id"] for line in lines] == [r["id"] for r in RECORDS]
     assert lines[7]["body"] == {"model": "gpt-4.1-mini", "input": "Rate 2/5: review 7", "max_output_tokens": 16}
-    manifest = Manifest.from_json(get(s3, pushed["summary"]["manifest"]))
+    manifest = read_manifest(get(s3, pushed["summary"]["manifest"]))
     assert [s.sha256 for s in manifest.shards] == [s["sha256"] for s in shards]
     assert manifest.extra["estimate"]["requests"] == 120
 

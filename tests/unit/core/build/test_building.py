@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_openai_batch.core.build import requests as requests_module
-from airflow_provider_openai_batch.core.validate import seen_ids
 from airflow_provider_openai_batch.core.build.building import (
     estimate_shards,
     local_reader,
@@ -18,6 +17,7 @@ from airflow_provider_openai_batch.core.build.building import (
 from airflow_provider_openai_batch.core.build.requests import RequestBuilder, RequestTemplate
 from airflow_provider_openai_batch.core.costs import PriceTable
 from airflow_provider_openai_batch.core.shards import ShardWriter
+from airflow_provider_openai_batch.core.validate import seen_ids
 from airflow_provider_openai_batch.core.validate.seen_ids import SeenIds
 from airflow_provider_openai_batch.core.validate.validation import BatchInputError
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import re
-import types
-import typing
 from dataclasses import fields
 from pathlib import Path
 
 import msgspec
-import pyarrow as pa
 import pytest
 
 from airflow_provider_openai_batch.core.collect.result_columns import (
@@ -18,50 +15,18 @@ from airflow_provider_openai_batch.core.collect.result_columns import (
     RESULT_FIELDS,
     RESULT_SCHEMA,
     TOKEN_FIELDS,
-    UTC_TIMESTAMP,
     VALUE_FIELDS,
     Column,
 )
 from airflow_provider_openai_batch.core.collect.result_table import TableCounts
-from airflow_provider_openai_batch.core.collect.results import BatchOutcome, ReconcileCounts, Reconciler, ResultRow
+from airflow_provider_openai_batch.core.collect.results import BatchOutcome, ReconcileCounts, Reconciler
 from airflow_provider_openai_batch.sinks.sql_table import ResultsTable
+from tests.unit.core.collect.rows import reconciled_rows
 
 COLUMNS_PAGE = Path(__file__).resolve().parents[4] / "docs" / "results-columns.md"
 
+
 # The Python value a row holds for each Arrow type (timestamps: epoch seconds).
-PYTHON_TYPES = {
-    pa.string(): str,
-    pa.int32(): int,
-    pa.int64(): int,
-    pa.float64(): float,
-    pa.list_(pa.float32()): list[float],
-    UTC_TIMESTAMP: int,
-}
-
-
-def _without_none(annotation: typing.Any) -> tuple[typing.Any, bool]:
-    """The annotation's type with ``| None`` taken off, and whether it was there."""
-    if isinstance(annotation, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0], len(args) < len(typing.get_args(annotation))
-    if typing.get_origin(annotation) is typing.Literal:
-        return type(typing.get_args(annotation)[0]), False
-    return annotation, annotation is typing.Any
-
-
-def test_result_row_has_the_tables_columns_in_order_with_matching_types():
-    row_fields = msgspec.structs.fields(ResultRow)
-    assert tuple(f.name for f in row_fields) == RESULT_FIELDS
-    for field, column in zip(row_fields, RESULT_COLUMNS, strict=True):
-        python_type, admits_none = _without_none(field.type)
-        if column.name == "parsed":  # any JSON value, held as JSON text
-            assert python_type is typing.Any
-        else:
-            assert python_type == PYTHON_TYPES[column.arrow], column.name
-        if column.nullable:
-            assert admits_none and field.default is None, f"{column.name} may be null: its field must default to None"
-
-
 def test_the_arrow_schema_is_the_tables():
     assert [(f.name, f.type, f.nullable) for f in RESULT_SCHEMA] == [
         (c.name, c.arrow, c.nullable) for c in RESULT_COLUMNS
@@ -100,7 +65,7 @@ def test_the_reconcilers_values_land_in_their_named_columns():
     outcome = BatchOutcome("job", 4, "batch_1", "completed", attempt=2, created_at=10, ended_at=20)
     reconciler = Reconciler(outcome, ["a"])
     reconciler.collected_at = 30
-    (row,) = reconciler.rows([line])
+    (row,) = reconciled_rows(reconciler, [line])
     assert row.to_dict() == {
         **dict.fromkeys(RESULT_FIELDS),
         **{"job_id": "job", "shard": 4, "batch_id": "batch_1", "custom_id": "a", "record_key": "a"},

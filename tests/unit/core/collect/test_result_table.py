@@ -17,11 +17,11 @@ from airflow_provider_openai_batch.core.collect.result_table import (
     format_of,
     read_parquet,
     reconciled_batches,
-    rows_to_batch,
     write_batches,
 )
 from airflow_provider_openai_batch.core.collect.results import BatchOutcome, Reconciler
 from airflow_provider_openai_batch.core.costs import PriceTable
+from tests.unit.core.collect.rows import reconciled_rows, rows_to_batch
 from tests.unit.core.collect.test_results import chat_line, error_line
 
 enc = msgspec.json.encode
@@ -52,7 +52,7 @@ def reconciler() -> Reconciler:
 
 def test_the_column_wise_path_gives_the_same_table_as_the_row_path():
     rows_path = reconciler()
-    expected = rows_to_batch(list(rows_path.rows(mixed_lines())))
+    expected = rows_to_batch(list(reconciled_rows(rows_path, mixed_lines())))
     batches_path = reconciler()
     batches_path.collected_at = rows_path.collected_at
     got = pa.Table.from_batches(list(reconciled_batches(batches_path, mixed_lines(), size=3)))
@@ -126,7 +126,7 @@ def both_paths(ids, lines, *, expect_json=False, origins=None):
         return Reconciler(outcome, ids, PRICES, origins)
 
     by_rows = make()
-    expected = pa.Table.from_batches([rows_to_batch(list(by_rows.rows(lines)))])
+    expected = pa.Table.from_batches([rows_to_batch(list(reconciled_rows(by_rows, lines)))])
     by_columns = make()
     by_columns.collected_at = by_rows.collected_at
     line_by_line = []
@@ -191,7 +191,7 @@ class Recording:
 
 
 def test_the_background_writer_writes_in_order_and_hands_back_the_writers_error():
-    batch = rows_to_batch(list(reconciler().rows(mixed_lines())))
+    batch = rows_to_batch(list(reconciled_rows(reconciler(), mixed_lines())))
     ok = BackgroundWriter(Recording())
     for _ in range(5):
         ok.write_batch(batch)

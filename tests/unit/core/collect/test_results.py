@@ -7,6 +7,7 @@ import msgspec
 import pytest
 
 from airflow_provider_openai_batch.core.collect.results import BatchOutcome, ReconcileCounts, ReconcileError, Reconciler
+from tests.unit.core.collect.rows import reconciled_rows
 
 enc = msgspec.json.encode
 
@@ -34,7 +35,7 @@ def error_line(custom_id: str, code: str) -> bytes:
 
 def reconcile(ids, *sources, status="completed", expect_json=False):
     reconciler = Reconciler(BatchOutcome("job", 0, "batch_1", status, expect_json=expect_json), ids)
-    rows = {row.custom_id: row for row in reconciler.rows(*sources)}
+    rows = {row.custom_id: row for row in reconciled_rows(reconciler, *sources)}
     return rows, reconciler.counts
 
 
@@ -127,7 +128,7 @@ def test_cost_comes_from_reported_usage_and_the_price_table():
 
     prices = PriceTable.load({"gpt-4o-mini": {"input": 1.0, "cached_input": 0.5, "output": 2.0}})
     reconciler = Reconciler(BatchOutcome("job", 0, "b", "completed"), ["a"], prices=prices)
-    (row,) = list(reconciler.rows([chat_line("a")]))
+    (row,) = list(reconciled_rows(reconciler, [chat_line("a")]))
     # 8 uncached input tokens at $1/M, 3 cached at $0.5/M, 2 output at $2/M
     assert row.cost_usd == pytest.approx((8 * 1.0 + 3 * 0.5 + 2 * 2.0) / 1e6)
     assert reconciler.counts.to_dict()["cost_usd"] == pytest.approx(row.cost_usd, abs=1e-6)
@@ -138,7 +139,7 @@ def test_unknown_model_price_leaves_cost_empty_and_is_counted():
 
     reconciler = Reconciler(BatchOutcome("job", 0, "b", "completed"), ["a"], prices=PriceTable.load({}))
     line = chat_line("a").replace(b"gpt-4o-mini", b"my-finetune")
-    (row,) = list(reconciler.rows([line]))
+    (row,) = list(reconciled_rows(reconciler, [line]))
     assert row.cost_usd is None and reconciler.counts.unpriced_rows == 1
 
 
@@ -166,7 +167,7 @@ def test_a_failed_batch_makes_every_request_a_failure_carrying_the_batch_error()
     outcome = BatchOutcome(
         "job", 0, "b", "failed", error_code="token_limit_exceeded", error_message="Enqueued token limit"
     )
-    rows = list(Reconciler(outcome, ["a", "b"]).rows())
+    rows = list(reconciled_rows(Reconciler(outcome, ["a", "b"])))
     assert [(r.status, r.error_code, r.error_message) for r in rows] == [
         ("failed", "token_limit_exceeded", "Enqueued token limit")
     ] * 2
@@ -181,14 +182,14 @@ def test_retry_shard_rows_keep_the_input_shard_each_request_came_from():
     reconciler = Reconciler(
         BatchOutcome("job", 7, "b", "completed", attempt=2), ["a", "b", "c"], origins=[(0, 2), (3, 1)]
     )
-    rows = {row.custom_id: row for row in reconciler.rows([chat_line("c"), chat_line("a"), chat_line("b")])}
+    rows = {row.custom_id: row for row in reconciled_rows(reconciler, [chat_line("c"), chat_line("a"), chat_line("b")])}
     assert {k: (r.shard, r.attempt) for k, r in rows.items()} == {"a": (0, 2), "b": (0, 2), "c": (3, 2)}
 
 
 def test_rows_carry_the_batch_timestamps_and_the_answer_time():
     line = chat_line("a").replace(b'"object":"chat.completion"', b'"object":"chat.completion","created":1767225600')
     outcome = BatchOutcome("job", 0, "b", "completed", created_at=100, ended_at=200)
-    (row,) = Reconciler(outcome, ["a"]).rows([line])
+    (row,) = reconciled_rows(Reconciler(outcome, ["a"]), [line])
     assert (row.responded_at, row.batch_created_at, row.batch_ended_at) == (1767225600, 100, 200)
     assert row.collected_at is not None and row.collected_at > 1767225600 - 10**9
 
@@ -196,8 +197,9 @@ def test_rows_carry_the_batch_timestamps_and_the_answer_time():
 def test_base64_embeddings_are_decoded_to_floats():
     vector = base64.b64encode(array("f", [0.5, -2.0]).tobytes()).decode()
     body = {"object": "list", "model": "m", "data": [{"embedding": vector}], "usage": {"prompt_tokens": 1}}
-    (row,) = Reconciler(BatchOutcome("job", 0, "b", "completed"), ["e"]).rows(
-        [enc({"custom_id": "e", "response": {"status_code": 200, "body": body}})]
+    (row,) = reconciled_rows(
+        Reconciler(BatchOutcome("job", 0, "b", "completed"), ["e"]),
+        [enc({"custom_id": "e", "response": {"status_code": 200, "body": body}})],
     )
     assert row.embedding == [0.5, -2.0]
 
@@ -209,8 +211,9 @@ def test_responses_refusals_and_incomplete_answers():
         "incomplete_details": {"reason": "max_output_tokens"},
         "output": [{"type": "message", "content": [{"type": "refusal", "refusal": "I can't"}]}],
     }
-    (row,) = Reconciler(BatchOutcome("job", 0, "b", "completed"), ["r"]).rows(
-        [enc({"custom_id": "r", "response": {"status_code": 200, "body": body}})]
+    (row,) = reconciled_rows(
+        Reconciler(BatchOutcome("job", 0, "b", "completed"), ["r"]),
+        [enc({"custom_id": "r", "response": {"status_code": 200, "body": body}})],
     )
     assert (row.content, row.refusal, row.finish_reason) == (None, "I can't", "max_output_tokens")
 

@@ -8,11 +8,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from airflow_provider_openai_batch.core.collect.result_table import rows_to_batch
-from airflow_provider_openai_batch.core.collect.results import ResultRow
 from airflow_provider_openai_batch.core.collect.retries import RetryPolicy, RetryShardWriter, request_ids
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.exceptions import ReconcileError
+from tests.unit.core.collect.rows import ResultRow, rows_to_batch
 
 
 def row(custom_id: str, status: str, http_status: int | None = None, error_code: str | None = None) -> ResultRow:
