@@ -39,7 +39,7 @@ from airflow_provider_openai_batch.core.tokens import (
     count_request_tokens,
     count_text_tokens,
 )
-from airflow_provider_openai_batch.core.validate.seen_ids import SeenIds
+from airflow_provider_openai_batch.core.validate.seen_ids import WINDOW, SeenIds
 from airflow_provider_openai_batch.core.validate.structured import response_format_params
 
 _ENCODE: Final = msgspec.json.Encoder().encode
@@ -290,9 +290,18 @@ class RequestBuilder:
     :param token_estimate: ``"exact"`` or ``"sample"`` to estimate each request's input tokens
         (``core.tokens.TextTokenCounter``), None to skip. Endpoints without a token counter
         (images, videos) get none, and ``token_note`` says why.
+    :param id_window: recent ids held to refuse a repeated key as it is read (the written shards
+        are validated again as a whole, so a repeat further back is still found before upload).
     """
 
-    def __init__(self, template: RequestTemplate, key_field: str, *, token_estimate: TokenEstimate | None = None):
+    def __init__(
+        self,
+        template: RequestTemplate,
+        key_field: str,
+        *,
+        token_estimate: TokenEstimate | None = None,
+        id_window: int = WINDOW,
+    ):
         if not key_field:
             raise OpenAIBatchInputError("key_field is required: custom_id must come from a stable record key")
         self.template = template
@@ -300,7 +309,7 @@ class RequestBuilder:
         self._key = operator.itemgetter(key_field)
         self._layout = _Layout(template)
         self._templates = self._layout.templates
-        self._seen = SeenIds(spill=False)
+        self._seen = SeenIds(id_window, spill=False)
         self._tokens: _TokenPlan | None = None
         self.token_note = ""
         if token_estimate is not None:

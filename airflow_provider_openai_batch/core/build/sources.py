@@ -51,12 +51,15 @@ def format_of(path: str) -> RecordFormat:
     return fmt  # type: ignore[return-value]
 
 
-def read_records(handle: IO[bytes], path: str, fmt: str | None = None) -> Iterator[dict[str, Any]]:
+def read_records(
+    handle: IO[bytes], path: str, fmt: str | None = None, *, batch_rows: int = BATCH_ROWS
+) -> Iterator[dict[str, Any]]:
     """
     Yield one dict per record; a bad record fails with ``path:line``. ``.gz`` files are unzipped.
 
     Decompression streams a block at a time and a JSONL line over ``MAX_LINE_BYTES`` is refused
     before it is decoded, so a small file that inflates to a huge line cannot exhaust memory.
+    Parquet is read ``batch_rows`` rows at a time.
     """
     fmt = fmt or format_of(path)
     zipped = path.lower().endswith(".gz")
@@ -66,7 +69,10 @@ def read_records(handle: IO[bytes], path: str, fmt: str | None = None) -> Iterat
         handle = gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[assignment]
     if fmt not in FORMATS:
         raise OpenAIBatchInputError(f"{path}: unsupported record format {fmt!r}; use one of {FORMATS}", path=path)
-    records = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}[fmt](handle, path)
+    if fmt == "parquet":
+        records = _parquet(handle, path, batch_rows)
+    else:
+        records = {"jsonl": _jsonl, "csv": _csv}[fmt](handle, path)
     try:
         yield from records
     except (gzip.BadGzipFile, zlib.error) as err:
@@ -118,7 +124,7 @@ def _csv(handle: IO[bytes], path: str) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def _parquet(handle: IO[bytes], path: str) -> Iterator[dict[str, Any]]:
+def _parquet(handle: IO[bytes], path: str, batch_rows: int) -> Iterator[dict[str, Any]]:
     """Read one record batch at a time (the file must be seekable, as object stores are).
 
     ``pre_buffer=False``: pyarrow's default pre-buffering fetches every row group up front,
@@ -131,7 +137,7 @@ def _parquet(handle: IO[bytes], path: str) -> Iterator[dict[str, Any]]:
         parquet = pq.ParquetFile(handle, pre_buffer=False)
     except (pyarrow.ArrowInvalid, OSError) as err:
         raise OpenAIBatchInputError(f"{path}: not a Parquet file ({err})", path=path) from None
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+    for batch in parquet.iter_batches(batch_size=batch_rows):
         yield from batch.to_pylist()
 
 

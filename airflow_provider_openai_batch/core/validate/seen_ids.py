@@ -62,14 +62,19 @@ class SeenIds:
     :param spill: keep every id on disk for :meth:`finish` (off: only the window is checked, for a
         caller whose output is validated again as a whole, like the request builder).
     :param spill_dir: where the spill directory is made (default: the system's temporary directory).
+    :param flush_rows: ids buffered before they are written to the spill (a big job spills every
+        ``FLUSH_ROWS``; a test passes a few to make a spill of many partitions).
     """
 
-    def __init__(self, window: int = WINDOW, *, spill: bool = True, spill_dir: str | None = None) -> None:
+    def __init__(
+        self, window: int = WINDOW, *, spill: bool = True, spill_dir: str | None = None, flush_rows: int = FLUSH_ROWS
+    ) -> None:
         if window <= 0 and not spill:
             raise ValueError("with no window, only the spill can find repeats: keep spill=True")
         self.window = window
         self.spill = spill
         self._spill_dir = spill_dir
+        self._flush_rows = flush_rows
         self._hashes: set[int] = set()
         self._generation = 0
         self._buffer: tuple[list[int], list[int], list[str]] = ([], [], [])
@@ -153,7 +158,7 @@ class SeenIds:
             buffer[0].extend(hashes)
             buffer[1].extend(positions)
             buffer[2].extend(custom_ids)
-            if len(buffer[0]) >= FLUSH_ROWS:
+            if len(buffer[0]) >= self._flush_rows:
                 self._flush()
         if self.window and len(self._hashes) >= self.window:
             self._flush()  # the rows of this generation go out with its number

@@ -54,13 +54,13 @@ from airflow_provider_openai_batch.core.validate.bodies import (
     SchemaChecker,
 )
 from airflow_provider_openai_batch.core.validate.bodies.checks import CLEAN, Inspection, utf8_problem
-from airflow_provider_openai_batch.core.validate.seen_ids import Repeat, SeenIds
+from airflow_provider_openai_batch.core.validate.seen_ids import FLUSH_ROWS, Repeat, SeenIds
 
 Severity = Literal["error", "warning"]
 MAX_PROBLEMS: Final = 100
 _BOM: Final = b"\xef\xbb\xbf"
 _CRLF: Final = b"\r\n"
-_CHUNK_LINES: Final = 128  # measured: small enough to stay in cache and cheap to redo, big enough to amortise
+CHUNK_LINES: Final = 128  # measured: small enough to stay in cache and cheap to redo, big enough to amortise
 _BODY: Final = operator.attrgetter("body")
 _MODEL: Final = operator.attrgetter("model")
 _CUSTOM_ID: Final = operator.attrgetter("custom_id")
@@ -236,7 +236,9 @@ class Validator:
     Feed it every shard of a job (``validate_file`` / ``validate_lines``), then read
     ``report()``, once all are in. Limits default to the API's; pass smaller ones in tests.
     Repeated custom_ids are found at ``report()``, from a spill on local disk; ``id_window > 0``
-    also holds that many recent ids in memory to catch a near repeat as its line is read.
+    also holds that many recent ids in memory to catch a near repeat as its line is read;
+    ``id_flush_rows`` ids are buffered before each write to the spill, and lines are checked
+    ``chunk_lines`` at a time.
     """
 
     def __init__(
@@ -247,6 +249,8 @@ class Validator:
         max_embedding_inputs: int = MAX_EMBEDDING_INPUTS_PER_BATCH,
         max_problems: int = MAX_PROBLEMS,
         id_window: int = 0,
+        id_flush_rows: int = FLUSH_ROWS,
+        chunk_lines: int = CHUNK_LINES,
     ) -> None:
         self.max_requests = max_requests
         self.max_bytes = max_bytes
@@ -255,7 +259,8 @@ class Validator:
         self._decoder = msgspec.json.Decoder(RequestLine)
         self._body_decoders = {url: rules.body_decoder() for url, rules in RULES_BY_URL.items()}
         self._schemas = SchemaChecker()
-        self._seen = SeenIds(id_window)  # see the module docstring
+        self._seen = SeenIds(id_window, flush_rows=id_flush_rows)  # see the module docstring
+        self._chunk_lines = chunk_lines
         self._labels: list[str] = []  # of the files begun, for the positions of repeats found late
         self._reported: ValidationReport | None = None
         self._problems: list[Problem] = []
@@ -323,7 +328,7 @@ class Validator:
     def _scan(self, file: _File, lines: Iterator[bytes]) -> None:
         """Take chunks of lines; a chunk with anything to report is redone line by line."""
         start = 0
-        while chunk := list(itertools.islice(lines, _CHUNK_LINES)):
+        while chunk := list(itertools.islice(lines, self._chunk_lines)):
             if not self._scan_chunk(file, start, chunk):
                 self._scan_lines(file, start, chunk)
             start += len(chunk)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
 
-from airflow_provider_openai_batch.core.build import requests as requests_module
 from airflow_provider_openai_batch.core.build.building import (
     estimate_shards,
     local_reader,
@@ -17,8 +15,6 @@ from airflow_provider_openai_batch.core.build.building import (
 from airflow_provider_openai_batch.core.build.requests import RequestBuilder, RequestTemplate
 from airflow_provider_openai_batch.core.costs import PriceTable
 from airflow_provider_openai_batch.core.shards import ShardWriter
-from airflow_provider_openai_batch.core.validate import seen_ids
-from airflow_provider_openai_batch.core.validate.seen_ids import SeenIds
 from airflow_provider_openai_batch.core.validate.validation import BatchInputError
 
 
@@ -97,12 +93,10 @@ def test_without_token_estimates_there_is_no_job_estimate(tmp_path):
 def test_a_repeated_key_further_back_than_the_builders_window_fails_validation_naming_the_line(tmp_path, monkeypatch):
     # The builder holds a window of ids (here 100) so memory does not grow with the job; a key repeated
     # 500 records later passes it, and the validation of the written shards finds it before any upload.
-    monkeypatch.setattr(requests_module, "SeenIds", functools.partial(SeenIds, 100, spill=False))
-    monkeypatch.setattr(seen_ids, "FLUSH_ROWS", 64)
     records = [*RECORDS[:600], {"id": 3, "text": "again"}]
     writer = ShardWriter(opener(tmp_path), "job", max_requests=400)
-    shards = write_requests(records, RequestBuilder(template(), "id"), writer)
-    report = validate_shards(shards, local_reader, id_window=100)
+    shards = write_requests(records, RequestBuilder(template(), "id", id_window=100), writer)
+    report = validate_shards(shards, local_reader, id_window=100, id_flush_rows=64)
     assert [str(p) for p in report.problems] == [
         f"{shards[1].path}:201: duplicate custom_id '3'; custom_ids must be unique across the job"
     ]

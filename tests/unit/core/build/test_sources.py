@@ -8,7 +8,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_openai_batch.core.build import sources
 from airflow_provider_openai_batch.core.build.sources import format_of, read_cursor, read_records
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 
@@ -43,14 +42,13 @@ class CountingReader(io.BytesIO):
         return count
 
 
-def test_parquet_records_stream_a_batch_at_a_time(monkeypatch):
-    monkeypatch.setattr(sources, "BATCH_ROWS", 500)
+def test_parquet_records_stream_a_batch_at_a_time():
     rows = 20_000
     table = pa.table({"id": list(range(rows)), "text": [os.urandom(40).hex() for _ in range(rows)]})
     buffer = io.BytesIO()
     pq.write_table(table, buffer, row_group_size=1_000)
     handle = CountingReader(buffer.getvalue())
-    records = read_records(handle, "s3://bucket/in.parquet")
+    records = read_records(handle, "s3://bucket/in.parquet", batch_rows=500)
     first = next(records)
     assert first["id"] == 0
     assert handle.read_bytes < len(buffer.getvalue()) / 5  # the footer and the first row group, not the file

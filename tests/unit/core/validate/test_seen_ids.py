@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_openai_batch.core.validate import seen_ids
 from airflow_provider_openai_batch.core.validate.seen_ids import Repeat, SeenIds
 
-
-@pytest.fixture
-def small_flush(monkeypatch):
-    monkeypatch.setattr(seen_ids, "FLUSH_ROWS", 4)
+# Ids buffered per spill write: a few, so a short test spills many partitions as a big job does.
+FLUSH = 4
 
 
 def test_a_repeat_inside_the_window_is_refused_at_once_and_not_recorded(tmp_path):
@@ -25,8 +22,8 @@ def test_a_repeat_inside_the_window_is_refused_at_once_and_not_recorded(tmp_path
     assert list(tmp_path.iterdir()) == []  # under 16k ids: nothing was spilled
 
 
-def test_repeats_across_windows_are_found_at_the_end_once_each(tmp_path, small_flush):
-    seen = SeenIds(window=3, spill_dir=str(tmp_path))
+def test_repeats_across_windows_are_found_at_the_end_once_each(tmp_path):
+    seen = SeenIds(window=3, spill_dir=str(tmp_path), flush_rows=FLUSH)
     ids = ["a", "b", "c", "d", "a", "e", "b", "f", "a", "g"]
     refused = [position for position, custom_id in enumerate(ids, 1) if not seen.add(custom_id, position)]
     assert refused == []  # each copy fell in a later window than the one before it
@@ -36,8 +33,8 @@ def test_repeats_across_windows_are_found_at_the_end_once_each(tmp_path, small_f
     assert list(tmp_path.iterdir()) == []  # the spill is gone
 
 
-def test_a_repeat_caught_in_its_window_is_not_reported_again(tmp_path, small_flush):
-    seen = SeenIds(window=4, spill_dir=str(tmp_path))
+def test_a_repeat_caught_in_its_window_is_not_reported_again(tmp_path):
+    seen = SeenIds(window=4, spill_dir=str(tmp_path), flush_rows=FLUSH)
     assert seen.add_all(["a", "b", "c"], 1)
     assert not seen.add("b", 4)  # the caller reports this one
     assert seen.add_all(["d"], 5)  # the window is full: a new one starts
@@ -45,8 +42,8 @@ def test_a_repeat_caught_in_its_window_is_not_reported_again(tmp_path, small_flu
     assert list(seen.finish()) == [Repeat(6, "b", 2)]
 
 
-def test_chunks_spread_over_many_windows_and_partitions(tmp_path, small_flush):
-    seen = SeenIds(window=50, spill_dir=str(tmp_path))
+def test_chunks_spread_over_many_windows_and_partitions(tmp_path):
+    seen = SeenIds(window=50, spill_dir=str(tmp_path), flush_rows=FLUSH)
     ids = [f"id-{n}" for n in range(1_000)]
     for start in range(0, 1_000, 10):
         assert seen.add_all(ids[start : start + 10], start)
@@ -65,24 +62,24 @@ def test_fresh_checks_without_recording_and_record_commits(tmp_path):
     assert seen.fresh(["c", "a"]) is None and seen.fresh(["c", "c"]) is None
 
 
-def test_without_spill_only_the_window_is_checked_and_nothing_reaches_disk(tmp_path, small_flush):
-    seen = SeenIds(window=2, spill=False, spill_dir=str(tmp_path))
+def test_without_spill_only_the_window_is_checked_and_nothing_reaches_disk(tmp_path):
+    seen = SeenIds(window=2, spill=False, spill_dir=str(tmp_path), flush_rows=FLUSH)
     assert seen.add_all(["a", "b"], 1) and seen.add_all(["c"], 3)
     assert not seen.add("c", 4)
     assert seen.add("a", 5)  # an earlier window: left to whoever validates the output as a whole
     assert list(seen.finish()) == [] and list(tmp_path.iterdir()) == []
 
 
-def test_a_spill_left_unfinished_is_removed_with_its_owner(tmp_path, small_flush):
-    seen = SeenIds(window=2, spill_dir=str(tmp_path))
+def test_a_spill_left_unfinished_is_removed_with_its_owner(tmp_path):
+    seen = SeenIds(window=2, spill_dir=str(tmp_path), flush_rows=FLUSH)
     assert seen.add_all(["a", "b", "c", "d", "e"], 1)
     assert any(tmp_path.iterdir())
     del seen  # e.g. a validation that raised half-way
     assert list(tmp_path.iterdir()) == []
 
 
-def test_with_no_window_every_repeat_is_accepted_at_once_and_found_at_the_end(tmp_path, small_flush):
-    seen = SeenIds(window=0, spill_dir=str(tmp_path))
+def test_with_no_window_every_repeat_is_accepted_at_once_and_found_at_the_end(tmp_path):
+    seen = SeenIds(window=0, spill_dir=str(tmp_path), flush_rows=FLUSH)
     assert seen.add_all(["a", "b", "a"], 1)  # a repeat within the chunk: still recorded
     assert seen.add("b", 4) and seen.add_all(["c", "d", "e", "a"], 5)
     assert any(tmp_path.iterdir())

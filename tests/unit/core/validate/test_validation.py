@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_openai_batch.core.validate import seen_ids
 from airflow_provider_openai_batch.core.validate.validation import ValidationReport, Validator, validate_paths
 
 CHAT = "/v1/chat/completions"
@@ -223,10 +222,10 @@ def test_duplicate_custom_id_across_two_files(tmp_path: Path) -> None:
 def test_duplicates_further_apart_than_the_id_window_are_found_at_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(seen_ids, "FLUSH_ROWS", 2)  # spill every two ids, as a big job does every 64k
     first = write(tmp_path, [line(i) for i in ("a", "b", "c", "d", "b")], "part-0.jsonl")
     second = write(tmp_path, [line(i) for i in ("e", "a", "f", "a")], "part-1.jsonl")
-    report = validate_paths([first, second], id_window=3)  # windows: a b c | d b e | a f a
+    # spill every two ids, as a big job does every 16k; windows: a b c | d b e | a f a
+    report = validate_paths([first, second], id_window=3, id_flush_rows=2)
     message = "duplicate custom_id {!r}; custom_ids must be unique across the job"
     assert report.format().splitlines() == [  # in line order: the one its window caught and the two found late
         f"{first}:5: " + message.format("b"),
@@ -240,11 +239,10 @@ def test_duplicates_further_apart_than_the_id_window_are_found_at_the_report(
 def test_repeats_are_listed_by_line_up_to_the_problem_limit_and_all_are_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(seen_ids, "FLUSH_ROWS", 8)  # a spill of many partitions, as a big job has
     ids = [f"k{n}" for n in range(40)]
     first = write(tmp_path, [line(i) for i in ids], "part-0.jsonl")
     second = write(tmp_path, [line(i) for i in [*ids[::-1], "new"]], "part-1.jsonl")  # every id again
-    report = validate_paths([first, second], max_problems=5)
+    report = validate_paths([first, second], max_problems=5, id_flush_rows=8)  # many spill partitions
     assert report.error_count == 40 and [f.errors for f in report.files] == [0, 40]
     assert [str(p).split(": ")[0] for p in report.problems] == [f"{second}:{n}" for n in range(1, 6)]
     assert str(report.problems[0]).endswith("duplicate custom_id 'k39'; custom_ids must be unique across the job")

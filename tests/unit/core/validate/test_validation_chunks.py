@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_openai_batch.core.validate import validation
 from airflow_provider_openai_batch.core.validate.validation import ValidationReport, Validator
 
 CHAT = "/v1/chat/completions"
@@ -46,8 +45,7 @@ def embeddings_file() -> list[bytes]:
 
 
 def run(files: dict[str, list[bytes]], chunk_lines: int, monkeypatch: pytest.MonkeyPatch) -> ValidationReport:
-    monkeypatch.setattr(validation, "_CHUNK_LINES", chunk_lines)
-    validator = Validator(max_embedding_inputs=50)
+    validator = Validator(max_embedding_inputs=50, chunk_lines=chunk_lines)
     for label, lines in files.items():
         validator.validate_lines(label, lines)
     return validator.report()
