@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import io
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 from airflow_provider_openai_batch.core.limits import MAX_LINE_BYTES
@@ -63,6 +64,66 @@ def _opened_chunks(opener: Callable[[], IO[bytes] | Any], block: int) -> Iterato
     with opener() as handle:
         while chunk := handle.read(block):
             yield chunk
+
+
+def file_range_lines(path: str, start: int, end: int, block: int = READ_BLOCK) -> LineBlocks:
+    """The lines of bytes ``start:end`` of a local file (a range from :func:`line_ranges`)."""
+    return LineBlocks(_range_chunks(path, start, end, block))
+
+
+def _range_chunks(path: str, start: int, end: int, block: int) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        left = end - start
+        while left > 0 and (chunk := handle.read(min(block, left))):
+            left -= len(chunk)
+            yield chunk
+
+
+FileRange = tuple[str, int, int]  # a local file's path and a byte range of whole lines in it
+
+
+def line_ranges(paths: Sequence[str], parts: int) -> list[tuple[FileRange, ...]]:
+    """
+    The local files ``paths``, read one after the other, cut into at most ``parts`` runs of whole lines.
+
+    Each run is its pieces of the files, in order, about the same number of bytes each; a cut
+    goes to the start of the next line, so read in turn the runs give every line once, in order.
+    """
+    sizes = [os.path.getsize(path) for path in paths]
+    total = sum(sizes)
+    cuts = sorted({0, total, *(_line_start(paths, sizes, total * k // parts) for k in range(1, parts))})
+    runs = []
+    for start, end in itertools.pairwise(cuts):
+        pieces, base = [], 0
+        for path, size in zip(paths, sizes, strict=True):
+            low, high = max(start, base), min(end, base + size)
+            if low < high:
+                pieces.append((path, low - base, high - base))
+            base += size
+        runs.append(tuple(pieces))
+    return runs
+
+
+def _line_start(paths: Sequence[str], sizes: Sequence[int], offset: int) -> int:
+    """The first offset at or after ``offset`` (counted across the files) where a line starts."""
+    base = 0
+    for path, size in zip(paths, sizes, strict=True):
+        if offset < base + size:
+            local = offset - base
+            if local == 0:
+                return offset
+            with open(path, "rb") as handle:
+                handle.seek(local - 1)  # a line starts at ``local`` if the byte before it ends one
+                position = local - 1
+                while chunk := handle.read(1 << 16):
+                    newline = chunk.find(b"\n")
+                    if newline >= 0:
+                        return base + position + newline + 1
+                    position += len(chunk)
+            return base + size  # the file's last line has no ending: the next file starts one
+        base += size
+    return base
 
 
 def line_lists(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:

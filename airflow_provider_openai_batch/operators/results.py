@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath
 
+from airflow_provider_openai_batch.core.collect.processes import AUTO, check_processes, resolve_processes
 from airflow_provider_openai_batch.core.collect.retries import RetryPolicy, RetryShardWriter
 from airflow_provider_openai_batch.core.handoffs import BatchRef, CollectionState, ShardRef, Submitted
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
@@ -86,10 +87,12 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
     :param poll_interval: seconds between status reads of a retry batch.
     :param wait_timeout: how long to wait for each attempt's retry batches; they are then cancelled.
     :param max_consecutive_errors: transient API errors in a row tolerated while waiting.
-    :param reconcile_processes: shards reconciled side by side in worker processes (1: in the
-        task's own process). Reconciling is CPU-bound: for jobs of many shards, give it the cores
-        the worker can spare for this task. Each shard's request and result files are then first
-        copied to local temporary disk (a few shards at a time), which the workers read.
+    :param reconcile_processes: worker processes that reconcile side by side (1: in the task's
+        own process). ``"auto"`` (default): the cores this task's process may run on, at most 8
+        and one per 20,000 requests. Reconciling is CPU-bound: workers take whole shards, and a
+        job of fewer shards than workers has each shard's result lines split into ranges. Each
+        shard's request and result files are then first copied to local temporary disk (a few
+        shards at a time), which the workers read.
     """
 
     template_fields: Sequence[str] = ("batches", "destination", "table", "table_schema", "prices", "work_dir")
@@ -111,7 +114,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         work_dir: str | None = None,
         poll_interval: float = 60.0,
         wait_timeout: timedelta | None = timedelta(hours=48),
-        reconcile_processes: int = 1,
+        reconcile_processes: int | str = AUTO,
         max_consecutive_errors: int = 5,
         **kwargs: Any,
     ) -> None:
@@ -134,9 +137,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
         self.max_consecutive_errors = max_consecutive_errors
-        if not (isinstance(reconcile_processes, int) and reconcile_processes >= 1):
-            raise ValueError(f"reconcile_processes must be a whole number of at least 1, got {reconcile_processes!r}")
-        self.reconcile_processes = reconcile_processes
+        self.reconcile_processes = check_processes(reconcile_processes)
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -200,7 +201,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         if attempt < self.policy.max_attempts:
             name = f"{state.job_id}-attempt-{attempt + 1}"
             retries = RetryShardWriter(opener_under(job_dir / "retries" / f"attempt-{attempt + 1}"), name, attempt + 1)
-        processes = min(self.reconcile_processes, len(state.items))
+        rows = sum(item.shard.requests for item in state.items)
+        processes = resolve_processes(self.reconcile_processes, len(state.items), rows)
         # The pool first: its workers are forked before the stage writer's thread exists.
         with (
             reconcile_pool(processes) as pool,
@@ -210,9 +212,10 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         ):
             if pool is None and processes > 1:
                 self.log.warning(
-                    "reconcile_processes=%d: this task's process may not start worker processes (it is "
+                    "reconcile_processes=%s (%d): this task's process may not start worker processes (it is "
                     "daemonic); reconciling in it instead",
                     self.reconcile_processes,
+                    processes,
                 )
             make_run = self._run if pool is None else partial(self._local_run, local=Path(local))
             report = collect_attempt(
@@ -223,6 +226,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
                 retries=retries,
                 prices=PriceTable.load(self.prices),
                 pool=pool,
+                shards=len(state.items),
             )
         self._note(state, report)
         retry_shards = retries.close() if retries is not None else []

@@ -44,11 +44,11 @@ _PARSED = VALUE_FIELDS.index("parsed")
 
 
 def reconciled_batches(
-    reconciler: Reconciler, *line_sources: Iterable[bytes], size: int = RECONCILE_ROWS
+    reconciler: Reconciler, *line_sources: Iterable[bytes], size: int = RECONCILE_ROWS, unanswered: bool = True
 ) -> Iterator[pa.RecordBatch]:
     """Reconcile lines straight into record batches of at most ``size`` rows, as they stream in."""
     pending: list[list[Any]] = [[] for _ in VALUE_FIELDS]
-    for columns in reconciler.value_columns(*line_sources):
+    for columns in reconciler.value_columns(*line_sources, unanswered=unanswered):
         if len(pending[0]) + len(columns[0]) < size:  # the usual case: the chunk fits whole
             for target, column in zip(pending, columns, strict=True):
                 target.extend(column)

@@ -78,8 +78,9 @@ class ResultTotals:
         return [f.name for f in fields(self) if f.name != "by_status"]
 
     def merge(self, other: ResultTotals) -> None:
+        """Add ``other``'s figures (only the totals, when ``other`` has no anomaly counts)."""
         self.by_status.update(other.by_status)
-        for name in self._summed():
+        for name in other._summed():
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,6 +157,8 @@ class Reconciler:
     :param prices: turns reported usage into ``cost_usd`` (``None``: no cost).
     :param origins: for a retry shard, which input shard each run of ids came from, as
         ``(shard index, count)`` pairs in file order; by default every id is ``outcome.shard``'s.
+    :param collected_at: the rows' ``collected_at`` (default: now), so the reconcilers of one
+        shard's line ranges stamp the same.
     """
 
     def __init__(
@@ -164,6 +167,7 @@ class Reconciler:
         custom_ids: Iterable[str],
         prices: PriceTable | None = None,
         origins: Sequence[Sequence[int]] | None = None,
+        collected_at: int | None = None,
     ) -> None:
         self.outcome = outcome
         self.prices = prices
@@ -174,7 +178,7 @@ class Reconciler:
         self.pending: set[str] = set(self.sent)
         self.expected = len(self.sent)
         self.counts = ReconcileCounts()
-        self.collected_at = int(time.time())
+        self.collected_at = int(time.time()) if collected_at is None else collected_at
         self._costs_of: dict[str | None, UsageCost | None] = {None: None}  # by model; None: unpriced
 
     def batch_values(self) -> dict[str, Any]:
@@ -198,13 +202,17 @@ class Reconciler:
                     yield values
         yield from self._unanswered_values()
 
-    def value_columns(self, *line_sources: Iterable[bytes], chunk: int = 64) -> Iterator[Columns]:
+    def value_columns(
+        self, *line_sources: Iterable[bytes], chunk: int = 64, unanswered: bool = True
+    ) -> Iterator[Columns]:
         """
         The same values as :meth:`values`, a column list per ``VALUE_FIELDS`` for each chunk of lines.
 
         A chunk of plain successful chat answers — nearly all of a large job — is turned into
         columns by one comprehension per field instead of per-line code, which keeps
         reconciliation close to the cost of decoding; any other chunk goes line by line.
+        ``unanswered=False`` stops after the lines: a reconciler of one range of a shard's lines
+        cannot know which requests the other ranges answer.
         """
         for lines in line_sources:
             for raws in line_lists(lines, chunk):
@@ -213,6 +221,8 @@ class Reconciler:
                     columns = _transpose([v for v in map(self._line_values, raws) if v is not None])
                 if columns:
                     yield columns
+        if not unanswered:
+            return
         columns = _transpose(list(self._unanswered_values()))
         if columns:
             yield columns

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import multiprocessing
+import os
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.providers.common.compat.sdk import Asset, TaskDeferred
 
+from airflow_provider_openai_batch.core.collect import attempt as attempt_module
+from airflow_provider_openai_batch.core.collect import processes as processes_module
 from airflow_provider_openai_batch.core.handoffs import CollectionState, ShardRef, Submitted
 from airflow_provider_openai_batch.core.memory_pool import CHOICE_VARIABLE, returning_pool
 from airflow_provider_openai_batch.core.shards import ShardWriter
@@ -192,9 +197,62 @@ def test_worker_processes_deliver_the_rows_the_task_process_does(openai_conn, em
     assert local_runs == parallel_summary["batches"][:3]
 
 
-def test_reconcile_processes_must_be_a_positive_whole_number():
+def test_reconcile_processes_must_be_auto_or_a_positive_whole_number():
     with pytest.raises(ValueError, match="reconcile_processes"):
         OpenAIBatchResultsOperator(task_id="collect", batches=[], destination="/tmp/x", reconcile_processes=0)
+
+
+def test_reconcile_processes_is_auto_by_default():
+    assert OpenAIBatchResultsOperator(task_id="collect", batches=[], destination="/tmp/x").reconcile_processes == "auto"
+
+
+def large_job_on_two_cores(monkeypatch) -> None:
+    """ "auto" as for a large job on a two-core worker, with ranges small enough for the test's files."""
+    monkeypatch.setattr(processes_module, "MIN_ROWS_PER_PROCESS", 1)
+    monkeypatch.setattr(attempt_module, "MIN_RANGE_BYTES", 256)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+
+
+def test_auto_splits_a_one_shard_job_into_line_ranges_and_delivers_the_rows_of_one_process(
+    openai_conn, emulator_knobs, tmp_path, monkeypatch
+):
+    emulator_knobs(request_failure_rate=0.3, seed=7)
+    items = submitted_job(tmp_path, [40])
+    large_job_on_two_cores(monkeypatch)
+    split = []
+    original = attempt_module._ranges
+    monkeypatch.setattr(attempt_module, "_ranges", lambda run, parts: split.append(r := original(run, parts)) or r)
+    runs = {}
+    for setting in (1, "auto"):
+        summary, _ = run_to_completion(
+            collect(items, tmp_path / f"results-{setting}", max_attempts=1, reconcile_processes=setting),
+            {"ti": RecordingTI()},
+        )
+        table = pq.read_table(tmp_path / f"results-{setting}" / summary["job_id"] / "results.parquet")
+        runs[setting] = summary, table.drop_columns(["collected_at"])
+    assert [len(ranges) for ranges in split] == [2]  # "auto" took two workers for the one shard's two ranges
+    (serial_summary, serial_rows), (auto_summary, auto_rows) = runs[1], runs["auto"]
+    assert auto_rows.equals(serial_rows) and auto_rows.num_rows == 40
+    assert {r for r in serial_rows.column("status").to_pylist()} >= {"succeeded", "failed"}
+    assert auto_summary["cost_usd"] == pytest.approx(serial_summary["cost_usd"])
+    assert {k: v for k, v in auto_summary.items() if k not in ("destination", "destinations", "cost_usd")} == {
+        k: v for k, v in serial_summary.items() if k not in ("destination", "destinations", "cost_usd")
+    }
+
+
+def test_auto_in_a_process_that_may_not_fork_warns_and_reconciles_in_it(
+    openai_conn, emulator_knobs, tmp_path, monkeypatch, capsys, caplog
+):
+    items = submitted_job(tmp_path, [6])
+    large_job_on_two_cores(monkeypatch)
+    monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
+    pools = []
+    monkeypatch.setattr(attempt_module, "_in_processes", lambda *args: pools.append(args) or iter(()))
+    with caplog.at_level(logging.WARNING):
+        summary, _ = run_to_completion(collect(items, tmp_path / "results", max_attempts=1), {"ti": RecordingTI()})
+    logged = capsys.readouterr().out + caplog.text  # Airflow's task logger writes to stdout
+    assert "reconcile_processes=auto (2): this task's process may not start worker processes" in logged
+    assert pools == [] and summary["succeeded"] + summary["failed"] == 6
 
 
 def test_summary_goes_to_xcom_the_asset_event_and_summary_json_without_results_or_secrets(

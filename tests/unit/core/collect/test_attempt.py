@@ -10,16 +10,19 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from airflow_provider_openai_batch.core.collect import attempt
 from airflow_provider_openai_batch.core.collect.attempt import (
     FileLines,
     FileLineSets,
+    FileRanges,
     ShardRun,
     collect_attempt,
     reconcile_pool,
 )
 from airflow_provider_openai_batch.core.collect.results import BatchOutcome, ReconcileError
 from airflow_provider_openai_batch.core.collect.retries import RetryPolicy, RetryShardWriter
-from tests.unit.core.collect.test_results import chat_line
+from airflow_provider_openai_batch.core.line_blocks import file_lines, line_ranges
+from tests.unit.core.collect.test_results import chat_line, error_line
 from tests.unit.core.collect.test_retries import opener, request
 
 
@@ -164,3 +167,69 @@ def test_a_daemonic_process_reconciles_in_itself_instead_of_starting_workers(mon
     monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
     with reconcile_pool(4) as pool:
         assert pool is None
+
+
+def one_big_shard(root: Path, status: str = "expired") -> ShardRun:
+    """One shard whose answers are spread over an output and an error file, anomalies across the whole length."""
+    ids = [f"id-{n:04d}" for n in range(1200)]
+    (root / "requests.jsonl").write_bytes(b"".join(request(i) for i in ids))
+    output = [chat_line(i, content=f"answer {i}" * (n % 5)) for n, i in enumerate(ids[:900])]
+    output[100:110] = [chat_line(i, status=500) for i in ids[100:110]]  # retriable
+    output[400:405] = [chat_line(i, status=400) for i in ids[400:405]]  # final
+    output[850:] = [chat_line(i) for i in ids[:10]] + output[850:]  # late repeats of early answers
+    output[600:600] = [chat_line("ghost"), b"{broken", chat_line(ids[500])]  # a repeat near where it was answered
+    errors = [error_line(i, "request_timeout") for i in ids[900:1000]]  # the last 200 never answered
+    (root / "output.jsonl").write_bytes(b"\n".join(output) + b"\n")
+    (root / "errors.jsonl").write_bytes(b"\n".join(errors))  # no final newline
+    outcome = BatchOutcome("job", 0, "batch-1-0", status)
+    paths = (str(root / "output.jsonl"), str(root / "errors.jsonl"))
+    return ShardRun(outcome, FileLines(str(root / "requests.jsonl")), FileLineSets(paths))
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_a_shard_split_into_line_ranges_stages_the_rows_of_a_serial_run_in_its_order(tmp_path, monkeypatch, processes):
+    monkeypatch.setattr(attempt, "MIN_RANGE_BYTES", 1024)  # the test's files are ~300 kB
+    split_ranges = []
+    original = attempt._ranges
+    monkeypatch.setattr(attempt, "_ranges", lambda run, parts: split_ranges.append(r := original(run, parts)) or r)
+    results = {}
+    for mode in ("serial", "split"):
+        root = tmp_path / mode
+        root.mkdir()
+        stage = Stage()
+        retries = RetryShardWriter(opener(root), "job-attempt-2", 2)
+        with reconcile_pool(1 if mode == "serial" else processes) as pool:
+            report = collect_attempt([one_big_shard(root)], 1, stage, policy=RetryPolicy(2), retries=retries, pool=pool)
+        (retry,) = retries.close()
+        table = pa.Table.from_batches(stage.batches)
+        collected = set(table.column("collected_at").to_pylist())
+        results[mode] = (table.drop_columns(["collected_at"]), report, Path(retry.shard.path).read_bytes(), collected)
+
+    assert len(split_ranges) == 1 and len(split_ranges[0]) == processes  # the one shard was split
+    serial, split = results["serial"], results["split"]
+    assert split[0].equals(serial[0])
+    assert split[2] == serial[2]  # the same retry shard, byte for byte
+    assert len(split[3]) == 1  # one collected_at for the shard's rows, whichever range they came from
+    serial_report, split_report = serial[1], split[1]
+    assert split_report.counts.cost_usd == pytest.approx(serial_report.counts.cost_usd)
+    split_report.counts.cost_usd = serial_report.counts.cost_usd  # summed in another order
+    assert split_report == serial_report
+    assert serial_report.anomalies == [
+        {"batch_id": "batch-1-0", "duplicate_lines": 11, "unknown_custom_ids": 1, "unparseable_lines": 1}
+    ]
+    # 500s, timeouts and the expired batch's unanswered requests are retried; the rest is final
+    assert (serial_report.retried, serial_report.staged_rows) == (10 + 100 + 200, 1200 - 310)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7, 50])
+def test_line_ranges_give_every_line_once_in_order(tmp_path, parts):
+    first, second, empty = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    first.write_bytes(b"".join(b"line-%d-" % n + b"x" * (n % 13) + b"\n" for n in range(40)))
+    second.write_bytes(b"\n".join(b"more-%d" % n for n in range(9)))  # its last line has no ending
+    empty.write_bytes(b"")
+    paths = (str(first), str(empty), str(second))
+    ranges = line_ranges(paths, parts)
+    assert 1 <= len(ranges) <= parts
+    lines = [line for run in ranges for lines in FileRanges(run)() for line in lines]
+    expected = [line for path in paths for line in file_lines(path)]
+    assert lines == expected and len(lines) == 49
