@@ -18,20 +18,25 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 from airflow_provider_openai_batch.core.errors import OpenAIBatchError
+from airflow_provider_openai_batch.core.shards import Shard
 
 HANDOFF_VERSION = 1
 
-H = TypeVar("H", bound="Handoff")
+H = TypeVar("H", bound="Versioned")
 
 
 class HandoffError(OpenAIBatchError, ValueError):
     """A value from XCom or a deferral that is not the record it should be."""
 
 
-class Handoff(msgspec.Struct, kw_only=True):
-    """The versioned base: ``to_json`` at the boundary out, ``from_json`` at the boundary in."""
+class Versioned:
+    """The boundary of a versioned record: ``to_json`` on the way out, ``from_json`` on the way in.
 
-    version: int = HANDOFF_VERSION
+    A mixin without fields, so a record can also be another struct (``ShardRef`` is a ``Shard``);
+    each record declares ``version`` itself, through :class:`Handoff` or beside its other base.
+    """
+
+    __slots__ = ()
     what: ClassVar[str] = "record"
 
     def to_json(self) -> dict[str, Any]:
@@ -60,9 +65,16 @@ class Handoff(msgspec.Struct, kw_only=True):
             ) from None
 
 
-class ShardRef(Handoff):
+class Handoff(msgspec.Struct, Versioned, kw_only=True):
+    """A record that is nothing else: the version field and the boundary."""
+
+    version: int = HANDOFF_VERSION
+
+
+class ShardRef(Shard, Versioned, kw_only=True, frozen=True):
     """
-    One request file, as the build task hands it to a submit task (and the results task's retries).
+    One request file, as the build task hands it to a submit task (and the results task's retries):
+    the :class:`Shard` and the job's fields.
 
     ``sha256`` keys re-attachment; ``attempt`` > 1 and ``origins`` mark a results retry shard
     (``origins``: runs of ``[input shard, count]`` in the file's line order).
@@ -70,21 +82,12 @@ class ShardRef(Handoff):
 
     what: ClassVar[str] = "a shard"
 
-    index: int
-    path: str
-    requests: int
-    bytes: int
-    sha256: str
+    version: int = HANDOFF_VERSION
     job_id: str
     endpoint: str
     model: str | None = None
     manifest: str | None = None
     expect_json: bool = False
-    first_custom_id: str | None = None
-    last_custom_id: str | None = None
-    input_tokens: int | None = None
-    max_output_tokens: int | None = None
-    cost_usd: float | None = None
     attempt: int = 1
     origins: list[list[int]] | None = None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 import msgspec
@@ -25,12 +25,12 @@ Opener = Callable[[str], tuple[str, IO[bytes]]]
 MANIFEST_VERSION = 2
 
 
-@dataclass(frozen=True)
-class Shard:
+class Shard(msgspec.Struct, kw_only=True, frozen=True):
     """One input file: what it holds and its fingerprint (the sha256 keys re-attachment on retry).
 
     ``input_tokens`` is the estimated input (enqueued prompt) tokens; ``max_output_tokens`` and
-    ``cost_usd`` are ceilings (every request writing its output limit), None when unknown.
+    ``cost_usd`` are ceilings (every request writing its output limit), None when unknown. The
+    task hand-off (``core.handoffs.ShardRef``) is this plus the job's fields, by inheritance.
     """
 
     index: int
@@ -38,14 +38,14 @@ class Shard:
     requests: int
     bytes: int
     sha256: str
-    first_custom_id: str
-    last_custom_id: str
+    first_custom_id: str = ""
+    last_custom_id: str = ""
     input_tokens: int | None = None
     max_output_tokens: int | None = None
     cost_usd: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return msgspec.structs.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -204,4 +204,4 @@ class ShardWriter:
 
 def with_estimate(shard: Shard, max_output_tokens: int | None, cost_usd: float | None) -> Shard:
     """The shard with its output ceiling and cost filled in."""
-    return replace(shard, max_output_tokens=max_output_tokens, cost_usd=cost_usd)
+    return msgspec.structs.replace(shard, max_output_tokens=max_output_tokens, cost_usd=cost_usd)
