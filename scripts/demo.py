@@ -94,12 +94,27 @@ def print_job(dag_id: str, summary: dict, rows: int) -> None:
     results = Path(summary["destination"].removeprefix("file://"))
     print(f"\nDAG {dag_id}: {summary['requests']} requests in {len(summary['batches'])} batch(es)")
     print(f"  job:      {summary['job_id']}  (cost ${summary['cost_usd']:.6f})")
+    estimate = _estimate(summary["job_id"])
+    if estimate and estimate.get("input_tokens") is not None:
+        print(
+            f"  estimate: {estimate['input_tokens']:,} input tokens (reported: {summary['input_tokens']:,}), "
+            f"up to {estimate['max_output_tokens']:,} output tokens (reported: {summary['output_tokens']:,})"
+        )
     print(f"  results:  {results}")
     for row in _first_rows(results, rows):
         text = (row.get("content") or row.get("error_message") or _vector(row.get("embedding")))[:40]
         print(f"  {row['custom_id']:<10} {row['status']:<10} {text}")
     for where in summary.get("destinations", [])[1:]:
         print(f"  also in:  table {where.get('table')} ({where.get('rows')} rows) of {RESULTS_DB}")
+
+
+def _estimate(job_id: str) -> dict | None:
+    """The build's estimate of a job, from its manifest (None if it has none)."""
+    manifest = DEMO / "work" / "requests" / job_id / "manifest.json"
+    if not manifest.exists():
+        return None
+    estimate: dict | None = json.loads(manifest.read_text()).get("extra", {}).get("estimate")
+    return estimate
 
 
 def print_report(path: Path) -> None:

@@ -291,6 +291,16 @@ class TextTokenCounter:
 
 def count_request_tokens(url: str, body: Mapping[str, Any]) -> RequestTokens:
     """Estimate the input tokens and the output ceiling of one Batch API request line."""
+    url = url.rstrip("/")
+    input_tokens = count_input_tokens(url, body)
+    if url in ("/v1/embeddings", "/v1/moderations"):
+        return RequestTokens(input_tokens, 0)
+    model = body.get("model")
+    return _with_output(input_tokens, model if isinstance(model, str) else None, url, body, _output_copies(url, body))
+
+
+def count_input_tokens(url: str, body: Mapping[str, Any]) -> int:
+    """The prompt tokens of one request line, as the estimate counts them (the emulator too)."""
     counter = _COUNTERS.get(url.rstrip("/"))
     if counter is None:
         raise OpenAIBatchInputError(
@@ -298,8 +308,7 @@ def count_request_tokens(url: str, body: Mapping[str, Any]) -> RequestTokens:
             "Drop the cost limit for this batch or count its tokens yourself."
         )
     model = body.get("model")
-    model = model if isinstance(model, str) else None
-    return counter(_text_counter(encoding_name_for_model(model)), model, url.rstrip("/"), body)
+    return counter(_text_counter(encoding_name_for_model(model if isinstance(model, str) else None)), body)
 
 
 def default_max_output_tokens(model: str | None, url: str = "/v1/chat/completions") -> int:
@@ -313,14 +322,13 @@ def default_max_output_tokens(model: str | None, url: str = "/v1/chat/completion
     return UNKNOWN_MODEL_MAX_OUTPUT if limit is None else limit
 
 
-def _count_chat(count: _TextCounter, model: str | None, url: str, body: Mapping[str, Any]) -> RequestTokens:
+def _count_chat(count: _TextCounter, body: Mapping[str, Any]) -> int:
     messages = body.get("messages") or []
     tokens = sum(_message_tokens(count, m) for m in messages) + REPLY_PRIMER_TOKENS
-    tokens += _json_tokens(count, body, ("tools", "functions", "response_format"))
-    return _with_output(tokens, model, url, body, copies=_int_field(body, "n", 1))
+    return tokens + _json_tokens(count, body, ("tools", "functions", "response_format"))
 
 
-def _count_responses(count: _TextCounter, model: str | None, url: str, body: Mapping[str, Any]) -> RequestTokens:
+def _count_responses(count: _TextCounter, body: Mapping[str, Any]) -> int:
     items = body.get("input")
     if isinstance(items, str):
         items = [{"role": "user", "content": items}]
@@ -331,31 +339,26 @@ def _count_responses(count: _TextCounter, model: str | None, url: str, body: Map
     instructions = body.get("instructions")
     if isinstance(instructions, str):
         tokens += _message_tokens(count, {"role": "system", "content": instructions})
-    tokens += REPLY_PRIMER_TOKENS + _json_tokens(count, body, ("tools", "text"))
-    return _with_output(tokens, model, url, body)
+    return tokens + REPLY_PRIMER_TOKENS + _json_tokens(count, body, ("tools", "text"))
 
 
-def _count_completions(count: _TextCounter, model: str | None, url: str, body: Mapping[str, Any]) -> RequestTokens:
-    prompt = body.get("prompt", "")
-    tokens = _input_tokens(count, prompt) + _value_tokens(count, body.get("suffix"))
-    # Each prompt of a list gets its own n (or best_of) completions, all billed.
-    copies = max(_int_field(body, "n", 1), _int_field(body, "best_of", 1)) * _prompt_count(prompt)
-    return _with_output(tokens, model, url, body, copies=copies)
+def _count_completions(count: _TextCounter, body: Mapping[str, Any]) -> int:
+    return _input_tokens(count, body.get("prompt", "")) + _value_tokens(count, body.get("suffix"))
 
 
-def _count_embeddings(count: _TextCounter, model: str | None, url: str, body: Mapping[str, Any]) -> RequestTokens:
-    return RequestTokens(_input_tokens(count, body.get("input", "")), 0)
+def _count_embeddings(count: _TextCounter, body: Mapping[str, Any]) -> int:
+    return _input_tokens(count, body.get("input", ""))
 
 
-def _count_moderations(count: _TextCounter, model: str | None, url: str, body: Mapping[str, Any]) -> RequestTokens:
+def _count_moderations(count: _TextCounter, body: Mapping[str, Any]) -> int:
     # Images sent for moderation are free and not measured in tokens: count the text only.
     value = body.get("input", "")
     parts = value if isinstance(value, list) else [value]
     text = [p for p in parts if not (isinstance(p, Mapping) and p.get("type") in _IMAGE_PART_TYPES)]
-    return RequestTokens(_value_tokens(count, text), 0)
+    return _value_tokens(count, text)
 
 
-_Counter = Callable[[_TextCounter, str | None, str, Mapping[str, Any]], RequestTokens]
+_Counter = Callable[[_TextCounter, Mapping[str, Any]], int]
 _COUNTERS: Final[Mapping[str, _Counter]] = {
     "/v1/chat/completions": _count_chat,
     "/v1/responses": _count_responses,
@@ -363,6 +366,16 @@ _COUNTERS: Final[Mapping[str, _Counter]] = {
     "/v1/embeddings": _count_embeddings,
     "/v1/moderations": _count_moderations,
 }
+
+
+def _output_copies(url: str, body: Mapping[str, Any]) -> int:
+    """How many answers a request is billed for: ``n`` choices (completions: per prompt)."""
+    if url == "/v1/chat/completions":
+        return _int_field(body, "n", 1)
+    if url == "/v1/completions":
+        n = max(_int_field(body, "n", 1), _int_field(body, "best_of", 1))
+        return n * _prompt_count(body.get("prompt", ""))
+    return 1
 
 
 def _message_tokens(count: _TextCounter, message: Mapping[str, Any]) -> int:

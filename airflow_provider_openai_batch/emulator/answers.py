@@ -16,13 +16,7 @@ from typing import Any
 from airflow_provider_openai_batch.core.limits import MAX_EMBEDDING_INPUTS_PER_REQUEST
 from airflow_provider_openai_batch.emulator.records import TokenUsage
 from airflow_provider_openai_batch.emulator.replies import digest_int, reply_text, structured_reply, truncate
-from airflow_provider_openai_batch.emulator.tokens import (
-    chat_prompt_tokens,
-    content_text,
-    inputs_tokens,
-    responses_input_tokens,
-    text_tokens,
-)
+from airflow_provider_openai_batch.emulator.tokens import content_text, prompt_tokens, text_tokens
 from airflow_provider_openai_batch.emulator.vectors import default_dimensions, to_base64, unit_vector
 
 SYSTEM_FINGERPRINT = "fp_emulator"
@@ -47,10 +41,16 @@ class RequestRejected(Exception):
         self.param = param
 
 
-def answer(endpoint: str, body: dict[str, Any], key: str, now: int) -> Answer:
-    """The answer to one request; ``key`` makes the ids unique, ``now`` is the ``created`` time."""
+def answer(endpoint: str, body: dict[str, Any], key: str, now: int, prompt: int | None = None) -> Answer:
+    """The answer to one request; ``key`` makes the ids unique, ``now`` is the ``created`` time.
+
+    ``prompt`` is the request's prompt tokens when the caller counted them already (the scan of
+    the input file does), so each request is tokenized once.
+    """
+    if prompt is None:
+        prompt = prompt_tokens(endpoint, body)
     try:
-        return _HANDLERS[endpoint](body, key, now)
+        return _HANDLERS[endpoint](body, key, now, prompt)
     except RequestRejected as rejected:
         return error_answer(400, rejected.message, "invalid_request_error", rejected.param)
 
@@ -115,11 +115,14 @@ def _chat_texts(messages: list[Any]) -> tuple[str, str]:
     return "\n".join(instructions), users[-1] if users else ""
 
 
-def _chat(body: dict[str, Any], key: str, now: int) -> Answer:
+def _chat(body: dict[str, Any], key: str, now: int, prompt: int) -> Answer:
     model = _require(body, "model", str)
     messages = _require(body, "messages", list)
     if not messages:
         raise RequestRejected("'messages' must contain at least one message.", "messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RequestRejected(f"Invalid type for 'messages[{index}]': expected an object.", f"messages[{index}]")
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         fmt = {"type": "json_schema", **(fmt.get("json_schema") or {})}
@@ -127,7 +130,7 @@ def _chat(body: dict[str, Any], key: str, now: int) -> Answer:
     text, cut = truncate(text, body.get("max_completion_tokens", body.get("max_tokens")))
     n = _choice_count(body)
     choices = [_chat_choice(index, text, cut) for index in range(n)]
-    prompt, completion = chat_prompt_tokens(messages), text_tokens(text) * n
+    completion = text_tokens(text) * n
     reply = {
         "id": f"chatcmpl-{key}",
         "object": "chat.completion",
@@ -161,14 +164,14 @@ def _responses_texts(body: dict[str, Any]) -> tuple[str, str]:
     return "\n".join([*instructions, system]).strip(), user
 
 
-def _responses(body: dict[str, Any], key: str, now: int) -> Answer:
+def _responses(body: dict[str, Any], key: str, now: int, prompt: int) -> Answer:
     model = _require(body, "model", str)
     _require(body, "input", (str, list))
     text_config = body.get("text")
     fmt = (text_config.get("format") if isinstance(text_config, dict) else None) or {"type": "text"}
     text = _formatted_reply(fmt, "text.format", *_responses_texts(body))
     text, cut = truncate(text, body.get("max_output_tokens"))
-    prompt, completion = responses_input_tokens(body), text_tokens(text)
+    completion = text_tokens(text)
     status = "incomplete" if cut else "completed"
     reply = {
         **_response_settings(body, fmt),
@@ -243,7 +246,7 @@ def _embedding_texts(inputs: Any) -> list[str]:
     raise RequestRejected("'input' must be a non-empty string, list of strings or token arrays.", "input")
 
 
-def _embeddings(body: dict[str, Any], key: str, now: int) -> Answer:
+def _embeddings(body: dict[str, Any], key: str, now: int, prompt: int) -> Answer:
     model = _require(body, "model", str)
     texts = _embedding_texts(_require(body, "input", (str, list)))
     if "" in texts or "[]" in texts:
@@ -257,7 +260,6 @@ def _embeddings(body: dict[str, Any], key: str, now: int) -> Answer:
     if encoding not in ("float", "base64"):
         raise RequestRejected("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
     data = [_embedding(index, text, dimensions, encoding) for index, text in enumerate(texts)]
-    prompt = inputs_tokens(body["input"])
     usage = {"prompt_tokens": prompt, "total_tokens": prompt}
     return Answer(200, {"object": "list", "data": data, "model": model, "usage": usage}, TokenUsage(prompt, 0))
 
@@ -278,20 +280,19 @@ def _prompts(prompt: Any) -> list[str]:
     raise RequestRejected("'prompt' must be a non-empty string or list.", "prompt")
 
 
-def _completions(body: dict[str, Any], key: str, now: int) -> Answer:
+def _completions(body: dict[str, Any], key: str, now: int, prompt: int) -> Answer:
     model = _require(body, "model", str)
     prompts = _prompts(_require(body, "prompt", (str, list)))
     n = _choice_count(body)
     max_tokens = body.get("max_tokens", COMPLETIONS_DEFAULT_MAX_TOKENS)
     choices: list[dict[str, Any]] = []
     completion = 0
-    for prompt in prompts:
-        text, cut = truncate(" " + reply_text("", prompt), max_tokens)
+    for given in prompts:
+        text, cut = truncate(" " + reply_text("", given), max_tokens)
         completion += text_tokens(text) * n
         for _ in range(n):
             finish = "length" if cut else "stop"
             choices.append({"index": len(choices), "text": text, "logprobs": None, "finish_reason": finish})
-    prompt_tokens = inputs_tokens(body["prompt"])
     reply = {
         "id": f"cmpl-{key}",
         "object": "text_completion",
@@ -300,12 +301,12 @@ def _completions(body: dict[str, Any], key: str, now: int) -> Answer:
         "choices": choices,
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "usage": {
-            "prompt_tokens": prompt_tokens,
+            "prompt_tokens": prompt,
             "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion,
+            "total_tokens": prompt + completion,
         },
     }
-    return Answer(200, reply, TokenUsage(prompt_tokens, completion))
+    return Answer(200, reply, TokenUsage(prompt, completion))
 
 
 # Moderations
@@ -358,14 +359,14 @@ def _moderation_result(text: str) -> dict[str, Any]:
     }
 
 
-def _moderations(body: dict[str, Any], key: str, now: int) -> Answer:
+def _moderations(body: dict[str, Any], key: str, now: int, prompt: int) -> Answer:
     model = body.get("model", DEFAULT_MODERATION_MODEL)
     texts = _moderation_texts(_require(body, "input", (str, list)))
     reply = {"id": f"modr-{key}", "model": model, "results": [_moderation_result(text) for text in texts]}
-    return Answer(200, reply, TokenUsage(inputs_tokens(body["input"]), 0))
+    return Answer(200, reply, TokenUsage(prompt, 0))
 
 
-_HANDLERS: dict[str, Callable[[dict[str, Any], str, int], Answer]] = {
+_HANDLERS: dict[str, Callable[[dict[str, Any], str, int, int], Answer]] = {
     "/v1/chat/completions": _chat,
     "/v1/responses": _responses,
     "/v1/embeddings": _embeddings,

@@ -86,7 +86,7 @@ class BatchEngine:
             if record.status == "in_progress":
                 done = self._cancelled_progress(record, now)
                 outcome = process_batch(record, self.store, self.settings(), done, BATCH_CANCELLED)
-                record = replace(record, outcome=outcome)
+                record = replace(record, outcome=outcome, prompt_tokens=None)
             return self._save(replace(record, status="cancelling", cancelling_at=now))
 
     # The state machine
@@ -129,6 +129,7 @@ class BatchEngine:
             model=scan.model,
             total=scan.count,
             enqueued_tokens=scan.enqueued_tokens,
+            prompt_tokens=scan.prompt_tokens,
         )
 
     def _token_limit_errors(
@@ -170,11 +171,11 @@ class BatchEngine:
         if now < end:
             return None
         outcome = process_batch(record, self.store, settings, record.total, None)
-        return replace(record, status="finalizing", finalizing_at=end, outcome=outcome)
+        return replace(record, status="finalizing", finalizing_at=end, outcome=outcome, prompt_tokens=None)
 
     def _expire(self, record: BatchRecord, at: float, done: int, settings: EmulatorSettings) -> BatchRecord:
         outcome = process_batch(record, self.store, settings, done, BATCH_EXPIRED)
-        return replace(record, status="expired", expired_at=at, outcome=outcome)
+        return replace(record, status="expired", expired_at=at, outcome=outcome, prompt_tokens=None)
 
     def _progress(self, record: BatchRecord, at: float, settings: EmulatorSettings) -> int:
         """Requests done by ``at``, in proportion to the in_progress time elapsed."""

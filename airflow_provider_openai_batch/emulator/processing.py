@@ -50,7 +50,8 @@ def process_batch(
     ):
         for position, index in enumerate(order):
             request = read_line_at(source, offsets[index])
-            result = _run(record, settings, request, now) if position < done else None
+            prompt = record.prompt_tokens[index] if record.prompt_tokens is not None else None
+            result = _run(record, settings, request, now, prompt) if position < done else None
             ok = result is not None and result.status_code == 200
             (outputs if ok else errors).write(_result_line(record, request, result, leftover_code))
             counts["completed" if ok else "failed"] += 1
@@ -62,12 +63,14 @@ def _request_key(record: BatchRecord, custom_id: str) -> str:
     return hashlib.sha256(f"{record.id}|{custom_id}".encode()).hexdigest()[:24]
 
 
-def _run(record: BatchRecord, settings: EmulatorSettings, request: dict[str, Any], now: int) -> Answer:
+def _run(
+    record: BatchRecord, settings: EmulatorSettings, request: dict[str, Any], now: int, prompt: int | None
+) -> Answer:
     """One request's answer, or a 4xx/5xx failure when the failure-rate knob picks it."""
     draw = digest_int(f"{settings.seed}|fail|{request['custom_id']}")
     if draw % _FAILURE_SCALE < settings.request_failure_rate * _FAILURE_SCALE:
         return _failure(draw)
-    return answer(record.endpoint, request["body"], _request_key(record, request["custom_id"]), now)
+    return answer(record.endpoint, request["body"], _request_key(record, request["custom_id"]), now, prompt)
 
 
 def _failure(draw: int) -> Answer:

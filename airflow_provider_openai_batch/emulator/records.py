@@ -6,6 +6,7 @@ down to the integer seconds OpenAI returns.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,8 @@ class BatchRecord:
     model: str | None = None
     total: int = 0
     enqueued_tokens: int = 0
+    # Each request's prompt tokens, counted once by the scan and dropped once the batch is processed.
+    prompt_tokens: array[int] | None = None
     outcome: Outcome = Outcome()
     errors: tuple[LineError, ...] = ()
     in_progress_at: float | None = None

@@ -27,7 +27,7 @@ from airflow_provider_openai_batch.core.limits import (
 )
 from airflow_provider_openai_batch.emulator.answers import DEFAULT_MODERATION_MODEL
 from airflow_provider_openai_batch.emulator.records import LineError
-from airflow_provider_openai_batch.emulator.tokens import request_input_tokens
+from airflow_provider_openai_batch.emulator.tokens import prompt_tokens
 
 # Enough to show a pattern of bad lines without building a huge ``errors`` list.
 MAX_REPORTED_ERRORS = 20
@@ -42,6 +42,8 @@ class ScanResult:
     model: str | None
     enqueued_tokens: int
     errors: tuple[LineError, ...]
+    # Each request's prompt tokens, in file order (complete only when there are no errors).
+    prompt_tokens: array[int]
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
@@ -73,6 +75,7 @@ class _Scanner:
         self.count = 0
         self.model: str | None = None
         self.tokens = 0
+        self.prompt_tokens = array("I")
         self.embedding_inputs = 0
         self.errors: list[LineError] = []
 
@@ -89,7 +92,9 @@ class _Scanner:
             self.fail(*problem, number)
             return
         self.count += 1
-        self.tokens += request_input_tokens(self.endpoint, request["body"])
+        tokens = prompt_tokens(self.endpoint, request["body"])
+        self.prompt_tokens.append(tokens)
+        self.tokens += tokens
         self.count_embedding_inputs(request["body"])
 
     def line_problem(self, request: dict[str, Any]) -> tuple[str, str, str | None] | None:
@@ -162,4 +167,4 @@ def scan_input(path: Path, endpoint: str, max_requests: int) -> ScanResult:
             break
         scanner.check(number, raw)
     scanner.file_problems()
-    return ScanResult(scanner.count, scanner.model, scanner.tokens, tuple(scanner.errors))
+    return ScanResult(scanner.count, scanner.model, scanner.tokens, tuple(scanner.errors), scanner.prompt_tokens)

@@ -1,8 +1,9 @@
-"""Offline token estimates: about four characters a token, at least one.
+"""Token counts for ``usage`` and the enqueued-token limit.
 
-The emulator needs plausible numbers for ``usage`` and for the enqueued-token limit, not exact
-ones; real tokenizers would need downloads this package must not depend on. Bodies are read
-defensively because the input file is checked before any request body is.
+Prompt tokens are counted as the build's estimate counts them (``core.tokens``: the model's
+tiktoken encoding, loaded once per process from package data, and the per-message overhead), so
+a job's estimate and the usage the emulator reports agree. Replies are the emulator's own
+invention, so their tokens stay a cheap estimate: about four characters a token, at least one.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
+from airflow_provider_openai_batch.core.tokens import count_input_tokens
+
 CHARS_PER_TOKEN = 4
-# OpenAI cookbook estimate for chat prompts: per-message overhead and the reply primer.
-TOKENS_PER_MESSAGE = 3
-TOKENS_PER_NAME = 1
-REPLY_PRIMER_TOKENS = 3
 
 
 def text_tokens(text: str) -> int:
+    """Tokens of a reply the emulator wrote."""
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
 
 
@@ -31,49 +32,14 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def chat_prompt_tokens(messages: Any) -> int:
-    if not isinstance(messages, list):
-        return text_tokens(str(messages))
-    total = REPLY_PRIMER_TOKENS
-    for message in messages:
-        if not isinstance(message, dict):
-            continue
-        total += TOKENS_PER_MESSAGE + text_tokens(content_text(message.get("content")))
-        total += TOKENS_PER_NAME if "name" in message else 0
-    return total
+def prompt_tokens(endpoint: str, body: Any) -> int:
+    """Prompt tokens of one request; 0 for a body too malformed to count (it is answered 400).
 
-
-def responses_input_tokens(body: dict[str, Any]) -> int:
-    """Tokens of ``instructions`` plus ``input`` (a string or a list of message items)."""
-    instructions = body.get("instructions")
-    extra = text_tokens(instructions) if isinstance(instructions, str) else 0
-    items = body.get("input")
-    if isinstance(items, list):
-        return extra + chat_prompt_tokens(items)
-    return extra + text_tokens(items if isinstance(items, str) else "")
-
-
-def inputs_tokens(inputs: Any) -> int:
-    """Tokens of an ``input``/``prompt`` value: a string, a list of strings, or token arrays."""
-    if isinstance(inputs, str):
-        return text_tokens(inputs)
-    if isinstance(inputs, list) and inputs and all(isinstance(item, int) for item in inputs):
-        return len(inputs)
-    if isinstance(inputs, list):
-        return sum(inputs_tokens(item) for item in inputs) if inputs else 1
-    if isinstance(inputs, dict):
-        return text_tokens(content_text([inputs]))
-    return 1
-
-
-def request_input_tokens(endpoint: str, body: Any) -> int:
-    """Estimated prompt tokens of one request, used for the enqueued-token limit."""
+    The input file is scanned before any body is checked, so the body may be anything.
+    """
     if not isinstance(body, dict):
-        return 1
-    if endpoint == "/v1/chat/completions":
-        return chat_prompt_tokens(body.get("messages"))
-    if endpoint == "/v1/responses":
-        return responses_input_tokens(body)
-    if endpoint == "/v1/completions":
-        return inputs_tokens(body.get("prompt"))
-    return inputs_tokens(body.get("input"))
+        return 0
+    try:
+        return count_input_tokens(endpoint, body)
+    except (AttributeError, TypeError, ValueError, RecursionError, OpenAIBatchInputError):
+        return 0

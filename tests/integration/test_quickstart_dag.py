@@ -72,3 +72,13 @@ def test_quickstart_xcoms_are_small_summaries_and_hold_no_secret(dag_run):
         assert len(encoded) < 4096
         assert TEST_API_KEY not in encoded
         assert "content" not in encoded
+
+
+def test_quickstart_estimate_equals_the_input_tokens_the_emulator_reports(dag_run, work_dir):
+    (manifest,) = work_dir.glob("requests/*/manifest.json")
+    (summary,) = work_dir.glob("results/*/summary.json")
+
+    estimate = json.loads(manifest.read_text())["extra"]["estimate"]
+    reported = json.loads(summary.read_text())
+
+    assert estimate["input_tokens"] == reported["input_tokens"] > 0
