@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_provider_openai_batch.core.collect.result_table import RESULT_SCHEMA, TableCounts, reconciled_batches
+from airflow_provider_openai_batch.core.collect.result_table import RESULT_SCHEMA, count_batch, reconciled_batches
 from airflow_provider_openai_batch.core.collect.results import BatchOutcome, ReconcileCounts, Reconciler
 from airflow_provider_openai_batch.core.collect.retries import Origins, RetryPolicy, RetryShardWriter, request_ids
 from airflow_provider_openai_batch.core.costs import PriceTable
@@ -318,9 +318,8 @@ class _InFlight:
                     batch = batch.filter(pa.array(fresh))
                     ids = batch.column("custom_id").to_pylist()
                 pending.difference_update(ids)
-                answered = TableCounts()
-                answered.add(batch)
-                counts.merge(answered)
+                count_batch(counts, batch)
+                reconciler.rows += batch.num_rows
                 _stage_final(batch, job, reconciled, stage.write_batch)
         for batch in reconciled_batches(reconciler):  # no lines left: the unanswered rows, and the check
             _stage_final(batch, job, reconciled, stage.write_batch)

@@ -46,7 +46,10 @@ _PARSED = VALUE_FIELDS.index("parsed")
 def reconciled_batches(
     reconciler: Reconciler, *line_sources: Iterable[bytes], size: int = RECONCILE_ROWS, unanswered: bool = True
 ) -> Iterator[pa.RecordBatch]:
-    """Reconcile lines straight into record batches of at most ``size`` rows, as they stream in."""
+    """Reconcile lines straight into record batches of at most ``size`` rows, as they stream in.
+
+    Each batch is counted into ``reconciler.counts`` as it is made.
+    """
     pending: list[list[Any]] = [[] for _ in VALUE_FIELDS]
     for columns in reconciler.value_columns(*line_sources, unanswered=unanswered):
         if len(pending[0]) + len(columns[0]) < size:  # the usual case: the chunk fits whole
@@ -60,10 +63,10 @@ def reconciled_batches(
                 target.extend(column[start : start + room])
             start += room
             if len(pending[0]) >= size:
-                yield columns_to_batch(reconciler, pending)
+                yield count_batch(reconciler.counts, columns_to_batch(reconciler, pending))
                 pending = [[] for _ in VALUE_FIELDS]
     if pending[0]:
-        yield columns_to_batch(reconciler, pending)
+        yield count_batch(reconciler.counts, columns_to_batch(reconciler, pending))
 
 
 def columns_to_batch(reconciler: Reconciler, values: list[list[Any]]) -> pa.RecordBatch:
@@ -211,19 +214,23 @@ def read_parquet(handle: IO[bytes] | Any, size: int = BATCH_ROWS) -> Iterator[pa
     yield from parquet.iter_batches(batch_size=size)
 
 
+def count_batch(totals: ResultTotals, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Add one batch's rows to ``totals``, column-wise (no per-row Python); the batch is handed back."""
+    for item in pc.value_counts(batch.column("status")).to_pylist():
+        totals.by_status[item["values"]] += item["counts"]
+    for name in TOKEN_FIELDS:
+        setattr(totals, name, getattr(totals, name) + (pc.sum(batch.column(name)).as_py() or 0))
+    totals.cost_usd += pc.sum(batch.column("cost_usd")).as_py() or 0.0
+    used = pc.or_(pc.greater(batch.column("input_tokens"), 0), pc.greater(batch.column("output_tokens"), 0))
+    totals.unpriced_rows += pc.sum(pc.and_(used, pc.is_null(batch.column("cost_usd")))).as_py() or 0
+    return batch
+
+
 class TableCounts(ResultTotals):
-    """The totals over record batches, computed column-wise (no per-row Python)."""
+    """The totals over a stream of record batches (delivery counts the final rows this way)."""
 
     def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Count one batch and hand it back, so counting can sit inside a stream."""
-        for item in pc.value_counts(batch.column("status")).to_pylist():
-            self.by_status[item["values"]] += item["counts"]
-        for name in TOKEN_FIELDS:
-            setattr(self, name, getattr(self, name) + (pc.sum(batch.column(name)).as_py() or 0))
-        self.cost_usd += pc.sum(batch.column("cost_usd")).as_py() or 0.0
-        used = pc.or_(pc.greater(batch.column("input_tokens"), 0), pc.greater(batch.column("output_tokens"), 0))
-        self.unpriced_rows += pc.sum(pc.and_(used, pc.is_null(batch.column("cost_usd")))).as_py() or 0
-        return batch
+        return count_batch(self, batch)
 
     def counted(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:

@@ -58,8 +58,8 @@ class ResultTotals:
     """
     Rows by status, reported tokens and their cost: the totals every summary reports.
 
-    The reconciler adds to them row by row (:class:`ReconcileCounts`), delivery column-wise over
-    record batches (``result_table.TableCounts``); both share these fields and their arithmetic.
+    Counted in one way only, column-wise over record batches (``result_table.count_batch``): as
+    a reconciliation makes its rows, and over the final rows at delivery.
     """
 
     by_status: Counter[str] = field(default_factory=Counter)
@@ -177,7 +177,10 @@ class Reconciler:
         self.sent, self._origin = _index_ids(custom_ids, origins)
         self.pending: set[str] = set(self.sent)
         self.expected = len(self.sent)
+        # Anomalies as lines are read; the totals as the rows become record batches
+        # (``result_table.count_batch``); ``rows`` for the one-row-per-request check.
         self.counts = ReconcileCounts()
+        self.rows = 0
         self.collected_at = int(time.time()) if collected_at is None else collected_at
         self._costs_of: dict[str | None, UsageCost | None] = {None: None}  # by model; None: unpriced
 
@@ -243,33 +246,19 @@ class Reconciler:
         self.pending.remove(line.custom_id)
         shard = self._shard_of(line.custom_id)
         values = self._answer(line, shard) if isinstance(line, Line) else self._loose_answer(line, shard)
-        self._count(values)
+        self.rows += 1
         return values
-
-    def _count(self, values: Values) -> None:
-        counts = self.counts
-        counts.by_status[values[_STATUS]] += 1
-        input_tokens, cached, output_tokens, reasoning, cost = _USAGE(values)
-        if input_tokens or output_tokens:
-            counts.input_tokens += input_tokens
-            counts.cached_tokens += cached
-            counts.output_tokens += output_tokens
-            counts.reasoning_tokens += reasoning
-            if cost is None:
-                counts.unpriced_rows += 1
-            else:
-                counts.cost_usd += cost
 
     def _unanswered_values(self) -> Iterator[Values]:
         """Rows for requests without a line, in custom_id order; then check the totals."""
         for custom_id in sorted(self.pending):
             values = self._unanswered(custom_id, self._shard_of(custom_id))
-            self._count(values)
+            self.rows += 1
             yield values
         self.pending.clear()
-        if self.counts.rows != self.expected:
+        if self.rows != self.expected:
             raise ReconcileError(
-                f"batch {self.outcome.batch_id}: {self.counts.rows} rows for {self.expected} requests of shard "
+                f"batch {self.outcome.batch_id}: {self.rows} rows for {self.expected} requests of shard "
                 f"{self.outcome.shard}; reconciliation must give exactly one row per request",
                 batch_id=self.outcome.batch_id,
             )
@@ -397,7 +386,7 @@ class Reconciler:
         inputs, cached, outputs, reasoning = zip(*map(tokens, [body.usage for body in bodies]), strict=True)  # type: ignore[union-attr]
         models = [body.model for body in bodies]  # type: ignore[union-attr]
         costs = self._costs(models, inputs, cached, outputs)
-        self._count_chunk(count, (inputs, cached, outputs, reasoning), costs)
+        self.rows += count
         nothing = [None] * count
         return [  # in VALUE_FIELDS order
             shards, custom_ids, ["succeeded"] * count, codes, nothing, nothing, models, contents,
@@ -431,18 +420,6 @@ class Reconciler:
                 return [None] * len(models)
             return [cost(i, k, o) if i or o else None for i, k, o in columns]
         return [self._cost(m, i, k, o) if i or o else None for m, (i, k, o) in zip(models, columns, strict=True)]
-
-    def _count_chunk(self, count: int, usage: tuple[TokenColumn, ...], costs: list[float | None]) -> None:
-        counts = self.counts
-        counts.by_status["succeeded"] += count
-        counts.input_tokens += sum(usage[0])
-        counts.cached_tokens += sum(usage[1])
-        counts.output_tokens += sum(usage[2])
-        counts.reasoning_tokens += sum(usage[3])
-        priced = [cost for cost in costs if cost is not None]
-        counts.cost_usd += sum(priced)
-        if len(priced) < count:
-            counts.unpriced_rows += sum(1 for i, o in zip(usage[0], usage[2], strict=True) if i or o) - len(priced)
 
 
 _TEXT_TYPES = frozenset((str, type(None)))

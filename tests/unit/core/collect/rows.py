@@ -6,7 +6,7 @@ tests that want to look at one request's outcome use these, derived from the one
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -18,6 +18,7 @@ from airflow_provider_openai_batch.core.collect.result_columns import (
     UTC_TIMESTAMP,
     VALUE_FIELDS,
 )
+from airflow_provider_openai_batch.core.collect.result_table import count_batch
 from airflow_provider_openai_batch.core.collect.results import Reconciler
 
 # Defaults of the columns that cannot be null; the nullable ones default to None, and the first
@@ -42,12 +43,19 @@ ResultRow = msgspec.defstruct(
 )
 
 
-def reconciled_rows(reconciler: Reconciler, *line_sources: Iterable[bytes]) -> Iterator[Any]:
-    """Rows for the answered requests as their lines stream in, then for the unanswered ones."""
+def reconciled_rows(reconciler: Reconciler, *line_sources: Iterable[bytes]) -> list[Any]:
+    """
+    Rows for the answered requests in line order, then for the unanswered ones; counted into
+    ``reconciler.counts`` as the reconciler's own batches are.
+    """
     shared = reconciler.batch_values()
+    rows = []
     for values in reconciler.values(*line_sources):
         request = dict(zip(VALUE_FIELDS, values, strict=True))
-        yield ResultRow(**request, **shared, record_key=request["custom_id"])
+        rows.append(ResultRow(**request, **shared, record_key=request["custom_id"]))
+    if rows:
+        count_batch(reconciler.counts, rows_to_batch(rows))
+    return rows
 
 
 # Rows carry epoch seconds; the schema's timestamps are milliseconds.
