@@ -44,6 +44,14 @@ def _add_reconcile_command(commands: argparse._SubParsersAction) -> None:
     reconcile.set_defaults(handler=results_cli.run_reconcile)
 
 
+def _add_cache_command(commands: argparse._SubParsersAction) -> None:
+    from airflow_provider_openai_batch import cache_cli  # light: its work is imported when run
+
+    cache = commands.add_parser("cache", help="the answer cache: stats, or evict entries by model or age")
+    cache_cli.add_arguments(cache)
+    cache.set_defaults(handler=cache_cli.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openai-batch", description="OpenAI Batch API tools.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.set_defaults(handler=_run_emulator)
     _add_input_commands(commands)
     _add_reconcile_command(commands)
+    _add_cache_command(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ from here too (the others are not, to keep this module light for the triggerer):
     |   +-- UnknownModelPriceError  (core.costs) no price for the model, so no estimate
     +-- HandoffError                (core.handoffs) also a ValueError: an XCom record this release cannot read
     +-- ReconcileError              (core.errors) also a RuntimeError: rows and requests would not match 1:1
+    +-- CacheError                  (core.cache.store) also a RuntimeError: the answer cache cannot be read or written
     +-- BatchFailedError            also an AirflowException: OpenAI failed the batch, or kept refusing it
     +-- BatchIncompleteError        also an AirflowException: ended expired or cancelled; all answers required
     +-- BatchTimeoutError           also an AirflowException: wait_timeout (or the deferral timeout) ran out

@@ -28,6 +28,7 @@ DOCUMENTS = os.environ.get("OPENAI_BATCH_EMBEDDINGS_INPUT", str(Path(__file__).p
 DESTINATION = os.environ.get("OPENAI_BATCH_EMBEDDINGS_DESTINATION", "s3://aws_default@openai-batch/embeddings")
 WORK_DIR = os.environ.get("OPENAI_BATCH_WORK_DIR", "/tmp/openai-batch")
 POLL_INTERVAL = float(os.environ.get("OPENAI_BATCH_POLL_INTERVAL", "60"))
+CACHE = os.environ.get("OPENAI_BATCH_CACHE") or None  # the answer cache: vectors of unchanged articles are reused
 
 with DAG(
     dag_id="openai_batch_embeddings",
@@ -47,6 +48,7 @@ with DAG(
         prompt="{{ title }}\n\n{{ text }}",
         body={"dimensions": 256},  # shorter vectors: cheaper to store and search, little loss
         work_dir=f"{WORK_DIR}/requests",
+        cache=CACHE,
     )
 
     submit = OpenAIBatchSubmitOperator.partial(task_id="submit_batch", poll_interval=POLL_INTERVAL).expand(

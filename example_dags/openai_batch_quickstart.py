@@ -31,6 +31,8 @@ WORK_DIR = os.environ.get("OPENAI_BATCH_WORK_DIR", "/tmp/openai-batch")
 POLL_INTERVAL = float(os.environ.get("OPENAI_BATCH_POLL_INTERVAL", "60"))
 # A common-sql connection (SQLite, Postgres, …) to also load the rows into a table; unset: Parquet only.
 RESULTS_CONN_ID = os.environ.get("OPENAI_BATCH_RESULTS_CONN_ID") or None
+# A folder (local or object storage) for the answer cache: a rerun sends only new or changed requests.
+CACHE = os.environ.get("OPENAI_BATCH_CACHE") or None
 
 SYSTEM_PROMPT = "You classify customer feedback by sentiment. Answer with one of: positive, negative, neutral."
 
@@ -57,6 +59,7 @@ with DAG(
         work_dir=f"{WORK_DIR}/requests",
         # Two shards of 100 show the mapped submit; real jobs keep the default of 50,000.
         max_requests_per_shard=100,
+        cache=CACHE,
     )
 
     submit = OpenAIBatchSubmitOperator.partial(

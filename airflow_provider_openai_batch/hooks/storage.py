@@ -148,3 +148,31 @@ def _discard(handle: Any) -> None:
     finally:
         # They also complete the upload when closed or garbage-collected: mark this one finished.
         handle.closed = True
+
+
+class StorageParts:
+    """The answer cache's parts under an ``ObjectStoragePath`` prefix (``core.cache.store.Parts``).
+
+    A part is written through :func:`atomic_open`: whole or not at all, under a name no other
+    writer uses; listing skips anything that is not a finished part.
+    """
+
+    def __init__(self, root: PathLike) -> None:
+        self.root = as_storage_path(root)
+        self.location = str(self.root)
+
+    def names(self) -> list[str]:
+        from airflow_provider_openai_batch.core.cache.store import is_part
+
+        if not self.root.exists():
+            return []
+        return sorted(path.name for path in self.root.iterdir() if is_part(path.name))
+
+    def open_read(self, name: str) -> Any:
+        return (self.root / name).open("rb")
+
+    def open_write(self, name: str) -> Any:
+        return atomic_open(self.root / name)
+
+    def remove(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)

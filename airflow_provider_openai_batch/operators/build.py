@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath
 
+from airflow_provider_openai_batch.core.cache.settings import check_mode, max_age_seconds, reads, writes
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.handoffs import ShardRef
 from airflow_provider_openai_batch.core.limits import (
@@ -16,11 +18,11 @@ from airflow_provider_openai_batch.core.limits import (
 )
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.shards import Manifest, Shard, ShardWriter
-from airflow_provider_openai_batch.hooks.storage import as_storage_path, opener_under
+from airflow_provider_openai_batch.hooks.storage import StorageParts, as_storage_path, atomic_open, opener_under
 
 if TYPE_CHECKING:
-    from airflow_provider_openai_batch.core.build.building import JobEstimate
-    from airflow_provider_openai_batch.core.build.requests import RequestTemplate
+    from airflow_provider_openai_batch.core.build.building import CacheHits, JobEstimate
+    from airflow_provider_openai_batch.core.build.requests import RequestBuilder, RequestTemplate
     from airflow_provider_openai_batch.core.tokens import TokenEstimate
 
 # Templating, token counting, validation and the sources are imported where the task runs them,
@@ -75,9 +77,27 @@ class OpenAIBatchBuildOperator(BaseOperator):
     :param prices: Batch price overrides (a mapping or a JSON file path) on top of the packaged table.
     :param max_cost_usd: fail before anything is uploaded when the estimated cost (with every
         request writing its full output limit) is above this.
+    :param cache: the answer cache, a folder (local path or ``ObjectStoragePath`` URI) of Parquet
+        parts; off (None) by default. A request whose answer is there (same endpoint and body,
+        whatever the record or DAG) is not written to a shard: the results task delivers the
+        cached answer (docs/cache.md).
+    :param cache_mode: ``read-write`` (default), ``read-only`` (use answers, never add) or
+        ``refresh`` (send everything, add the new answers).
+    :param cache_max_age: older answers are not used (a ``timedelta`` or seconds; None: any age).
+    :param cache_nondeterministic: also cache jobs whose settings sample (``temperature`` > 0
+        without a ``seed``, ``n`` > 1), whose answers would differ from run to run.
     """
 
-    template_fields: Sequence[str] = ("records", "sql", "sql_parameters", "work_dir", "job_id", "model", "prices")
+    template_fields: Sequence[str] = (
+        "records",
+        "sql",
+        "sql_parameters",
+        "work_dir",
+        "job_id",
+        "model",
+        "prices",
+        "cache",
+    )
 
     def __init__(
         self,
@@ -102,6 +122,10 @@ class OpenAIBatchBuildOperator(BaseOperator):
         token_estimate: TokenEstimate = "sample",
         prices: Mapping[str, Any] | str | None = None,
         max_cost_usd: float | None = None,
+        cache: str | None = None,
+        cache_mode: str = "read-write",
+        cache_max_age: timedelta | float | None = None,
+        cache_nondeterministic: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -135,6 +159,10 @@ class OpenAIBatchBuildOperator(BaseOperator):
         self.token_estimate = token_estimate
         self.prices = prices
         self.max_cost_usd = max_cost_usd
+        self.cache = cache
+        self.cache_mode = check_mode(cache_mode)
+        self.cache_max_age = max_age_seconds(cache_max_age)
+        self.cache_nondeterministic = cache_nondeterministic
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow_provider_openai_batch.core.build.building import estimate_shards, validate_shards, write_requests
@@ -157,8 +185,17 @@ class OpenAIBatchBuildOperator(BaseOperator):
         )
         if self.max_tokens_per_shard is not None and builder.output_tokens is None:
             raise OpenAIBatchInputError(f"max_tokens_per_shard needs a token estimate: {builder.token_note}")
-        shards = write_requests(self._records(), builder, writer)
-        if not shards:
+        from airflow_provider_openai_batch.core.cache.store import listed
+
+        cache = self._cache_use(template)
+        hits = None
+        hits_path = job_dir / "cache" / "hits.parquet"
+        hits_path.unlink(missing_ok=True)
+        if cache is not None and reads(self.cache_mode) and listed(cache):  # an empty cache: one pass
+            shards, hits = self._write_with_cache(builder, writer, cache, hits_path)
+        else:
+            shards = write_requests(self._records(), builder, writer)
+        if not shards and not (hits and hits.requests):
             raise OpenAIBatchInputError("no records to build: the job would be an empty batch")
         self.log.info(
             "Wrote %d requests in %d shard(s) under %s; validating them", _total(shards), len(shards), job_dir
@@ -166,6 +203,13 @@ class OpenAIBatchBuildOperator(BaseOperator):
         validate_shards(shards, _open_for_reading).raise_for_errors()
         shards, estimate = estimate_shards(shards, builder, prices)
         self.log.info("Estimate: %s", estimate.describe())
+        if hits is not None:
+            self.log.info(
+                "Answer cache: %d request(s) answered from %s, not sent (they cost $%.4f when bought)",
+                hits.requests,
+                self.cache,
+                hits.saved_usd,
+            )
         self._check_budget(estimate)
         manifest = Manifest(
             job_id=job_id,
@@ -177,6 +221,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
                 "expect_json": _expects_json(template),
                 "estimate": estimate.to_dict(),
                 "prices_as_of": prices.as_of,
+                "cache": self._cache_extra(cache, hits, hits_path),
             },
         )
         manifest_path.write_bytes(manifest.to_json())
@@ -188,7 +233,56 @@ class OpenAIBatchBuildOperator(BaseOperator):
             manifest_path,
         )
         context["ti"].xcom_push(key="summary", value=self._summary(job_id, manifest_path, manifest, estimate))
+        if not shards:  # every answer came from the cache: one empty shard carries the job to results
+            self.log.info("Every request was answered from the cache: nothing to submit")
+            return [self._shard_ref(_empty_shard(), job_id, manifest_path, manifest)]
         return [self._shard_ref(shard, job_id, manifest_path, manifest) for shard in shards]
+
+    # -- the answer cache ---------------------------------------------------------------------
+
+    def _cache_use(self, template: RequestTemplate) -> StorageParts | None:
+        """The cache's parts, unless it is off or this job's answers vary from run to run (logged)."""
+        from airflow_provider_openai_batch.core.cache.keys import nondeterministic
+
+        if not self.cache:
+            return None
+        why = nondeterministic(template.endpoint, template.body_tree())
+        if why is not None and not self.cache_nondeterministic:
+            self.log.warning(
+                "Answer cache not used for this job: %s, so a cached answer would stand in for a different "
+                "one; pass cache_nondeterministic=True to cache it anyway",
+                why,
+            )
+            return None
+        if why is not None:
+            self.log.info("Answer cache used although %s: cache_nondeterministic=True", why)
+        return StorageParts(self.cache)
+
+    def _write_with_cache(
+        self, builder: RequestBuilder, writer: ShardWriter, cache: StorageParts, hits_path: Any
+    ) -> tuple[list[Shard], CacheHits]:
+        import pyarrow.parquet as pq
+
+        from airflow_provider_openai_batch.core.build.building import write_requests_cached
+        from airflow_provider_openai_batch.core.cache.lookup import HIT_SCHEMA, CacheLookup
+
+        builder.answer_keys = True
+        lookup = CacheLookup(cache, max_age=self.cache_max_age)
+        with atomic_open(hits_path) as handle, pq.ParquetWriter(handle, HIT_SCHEMA) as out:
+            return write_requests_cached(self._records(), builder, writer, lookup, out.write_table)
+
+    def _cache_extra(self, cache: StorageParts | None, hits: CacheHits | None, hits_path: Any) -> dict[str, Any]:
+        """What the results task needs: where cached answers are, and whether to add the new ones."""
+        if cache is None:
+            return {"uri": None, "hits": 0}
+        return {
+            "uri": self.cache,
+            "mode": self.cache_mode,
+            "store": writes(self.cache_mode),
+            "hits": hits.requests if hits else 0,
+            "hits_path": str(hits_path) if hits else None,
+            "saved_usd": round(hits.saved_usd, 6) if hits else 0.0,
+        }
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -244,6 +338,8 @@ class OpenAIBatchBuildOperator(BaseOperator):
             "endpoint": self.endpoint,
             "model": self.model,
             "estimate": estimate.to_dict(),
+            "cached": manifest.extra["cache"]["hits"],
+            "saved_usd": manifest.extra["cache"].get("saved_usd", 0.0),
         }
 
     def _shard_ref(self, shard: Shard, job_id: str, manifest_path: Any, manifest: Manifest) -> dict[str, Any]:
@@ -256,6 +352,10 @@ class OpenAIBatchBuildOperator(BaseOperator):
             expect_json=manifest.extra["expect_json"],
         )
         return ref.to_json()
+
+
+def _empty_shard() -> Shard:
+    return Shard(index=0, path="", requests=0, bytes=0, sha256="", first_custom_id="", last_custom_id="")
 
 
 def _open_for_reading(path: str) -> Any:

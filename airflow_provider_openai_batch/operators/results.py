@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectStoragePath
 
+from airflow_provider_openai_batch.core.cache.settings import check_mode, writes
 from airflow_provider_openai_batch.core.collect.processes import AUTO, check_processes, resolve_processes
 from airflow_provider_openai_batch.core.collect.retries import RetryPolicy, RetryShardWriter
 from airflow_provider_openai_batch.core.handoffs import BatchRef, CollectionState, ShardRef, Submitted
@@ -29,6 +30,7 @@ from airflow_provider_openai_batch.exceptions import (
 )
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.hooks.storage import (
+    StorageParts,
     as_storage_path,
     atomic_open,
     iter_lines,
@@ -93,9 +95,20 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         job of fewer shards than workers has each shard's result lines split into ranges. Each
         shard's request and result files are then first copied to local temporary disk (a few
         shards at a time), which the workers read.
+    :param cache: the answer cache to add this job's new succeeded answers to; by default the
+        build's (``cache=`` of the build task). Rows the build found there are delivered either way.
+    :param cache_mode: ``read-only`` adds nothing; by default the build's mode.
     """
 
-    template_fields: Sequence[str] = ("batches", "destination", "table", "table_schema", "prices", "work_dir")
+    template_fields: Sequence[str] = (
+        "batches",
+        "destination",
+        "table",
+        "table_schema",
+        "prices",
+        "work_dir",
+        "cache",
+    )
 
     def __init__(
         self,
@@ -116,6 +129,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         wait_timeout: timedelta | None = timedelta(hours=48),
         reconcile_processes: int | str = AUTO,
         max_consecutive_errors: int = 5,
+        cache: str | None = None,
+        cache_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -138,6 +153,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         self.wait_timeout = wait_timeout
         self.max_consecutive_errors = max_consecutive_errors
         self.reconcile_processes = check_processes(reconcile_processes)
+        self.cache = cache
+        self.cache_mode = None if cache_mode is None else check_mode(cache_mode)
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -150,15 +167,17 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         if not submitted:
             raise OpenAIBatchInputError("no batches to collect: the upstream submit tasks returned nothing")
         first = submitted[0].shard
+        sent = [item for item in submitted if item.shard.requests]  # none: the cache answered everything
         state = CollectionState(
             job_id=safe_name(first.job_id),
             work_dir=self.work_dir or str(as_storage_path(str(first.manifest)).parent),
-            requests=sum(item.shard.requests for item in submitted),
-            items=submitted,
-            batch_ids=[item.batch.id for item in submitted],
+            requests=sum(item.shard.requests for item in sent),
+            items=sent,
+            batch_ids=[item.batch.id for item in sent],
             anomalies=ReconcileCounts().to_dict(),
         )
         with pool_that_returns_memory():
+            self._stage_cached(state, _cache_of(first.manifest))
             return self._collect(context, state)
 
     def resume(self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None):
@@ -203,13 +222,15 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
             retries = RetryShardWriter(opener_under(job_dir / "retries" / f"attempt-{attempt + 1}"), name, attempt + 1)
         rows = sum(item.shard.requests for item in state.items)
         processes = resolve_processes(self.reconcile_processes, len(state.items), rows)
+        entries = self._cache_entries(state)
         # The pool first: its workers are forked before the stage writer's thread exists.
         with (
             reconcile_pool(processes) as pool,
             tempfile.TemporaryDirectory(prefix="openai-batch-collect-") as local,
             atomic_open(_stage(job_dir, attempt)) as handle,
-            batch_writer(handle) as writer,
+            batch_writer(handle) as staged,
         ):
+            writer, remember = _remembering(staged, entries, state)
             if pool is None and processes > 1:
                 self.log.warning(
                     "reconcile_processes=%s (%d): this task's process may not start worker processes (it is "
@@ -219,7 +240,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
                 )
             make_run = self._run if pool is None else partial(self._local_run, local=Path(local))
             report = collect_attempt(
-                (make_run(hook, state.job_id, item, attempt) for item in state.items),
+                (remember(make_run(hook, state.job_id, item, attempt)) for item in state.items),
                 attempt,
                 writer,
                 policy=self.policy,
@@ -229,6 +250,10 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
                 shards=len(state.items),
             )
         self._note(state, report)
+        if entries is not None:
+            added, part = entries.added, entries.commit()
+            if part is not None:
+                self.log.info("Answer cache: %d new answer(s) added to %s as %s", added, entries.parts.location, part)
         retry_shards = retries.close() if retries is not None else []
         if not retry_shards:
             return self._deliver(context, state)
@@ -238,6 +263,40 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         state.deadline = wait_deadline(self.wait_timeout)
         state.batch_ids += [item.batch.id for item in state.items]
         return self._wait(context, state)
+
+    def _stage_cached(self, state: CollectionState, cache: Mapping[str, Any]) -> None:
+        """The rows of the requests the build found in the answer cache, staged as attempt 0."""
+        if not cache.get("hits"):
+            return
+        from airflow_provider_openai_batch.core.collect.cached import cached_rows
+        from airflow_provider_openai_batch.core.collect.result_table import batch_writer
+
+        hits_path = as_storage_path(cache["hits_path"])
+        with (
+            hits_path.open("rb") as source,
+            atomic_open(_stage(as_storage_path(state.work_dir), 0)) as handle,
+            batch_writer(handle) as writer,
+        ):
+            import pyarrow.parquet as pq
+
+            for batch in cached_rows(pq.ParquetFile(source).iter_batches(), state.job_id):
+                writer.write_batch(batch)
+        state.requests += cache["hits"]
+        state.staged["0"] = cache["hits"]
+        self.log.info("Answer cache: %d row(s) delivered from the cache, not sent", cache["hits"])
+
+    def _cache_entries(self, state: CollectionState) -> Any:
+        """Where this attempt's new answers go (an ``EntryWriter``), or None when nothing is to be added."""
+        if not state.items:
+            return None
+        cache = _cache_of(state.items[0].shard.manifest)
+        uri = self.cache or cache.get("uri")
+        mode = self.cache_mode or cache.get("mode") or "read-write"
+        if not uri or not writes(mode) or (not self.cache and not cache.get("store")):
+            return None
+        from airflow_provider_openai_batch.core.cache.store import EntryWriter
+
+        return EntryWriter(StorageParts(uri))
 
     def _run(self, hook: OpenAIBatchHook, job_id: str, item: Submitted, attempt: int) -> ShardRun:
         """A run that streams the shard from storage and the batch's files from the API."""
@@ -355,7 +414,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
                 "nothing was delivered"
             )
         job_dir = as_storage_path(state.work_dir)
-        stages = [_stage(job_dir, attempt) for attempt in range(1, attempts + 1)]
+        first = 0 if "0" in state.staged else 1  # attempt 0: the answers the cache gave
+        stages = [_stage(job_dir, attempt) for attempt in range(first, attempts + 1)]
         sinks = self._sinks()
         counts = TableCounts()
         delivered = []
@@ -368,6 +428,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
             **counts.to_dict(),
             **{k: state.anomalies[k] for k in ReconcileCounts.ANOMALIES},
             "attempts": attempts,
+            "cached": state.staged.get("0", 0),
             "retried": state.retried,
             "batches": state.batch_ids,
             "destination": _where(delivered[0]),
@@ -419,6 +480,40 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
             inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],
             outputs=[Dataset(namespace=ns, name=name) for ns, name in outputs],
         )
+
+
+def _cache_of(manifest: str | None) -> dict[str, Any]:
+    """The manifest's answer-cache section (empty for a job built without a cache)."""
+    if not manifest:
+        return {}
+    import msgspec
+
+    try:
+        data = msgspec.json.decode(as_storage_path(manifest).read_bytes())
+    except FileNotFoundError:  # shards handed over without their job's manifest: no cache either
+        return {}
+    return dict((data.get("extra") or {}).get("cache") or {})
+
+
+def _remembering(stage: Any, entries: Any, state: CollectionState) -> tuple[Any, Any]:
+    """The stage writer, and a wrapper for runs; with ``entries``, both also feed the answer cache."""
+    if entries is None:
+        return stage, lambda run: run
+    from airflow_provider_openai_batch.core.collect.cached import AnswerTee
+
+    tee = AnswerTee(stage, entries, state.items[0].shard.endpoint)
+
+    def remember(run: ShardRun) -> ShardRun:
+        then = run.done
+
+        def done() -> None:
+            tee.run_done(run.requests())
+            if then is not None:
+                then()
+
+        return replace(run, done=done)
+
+    return tee, remember
 
 
 def _stage(job_dir: ObjectStoragePath, attempt: int) -> ObjectStoragePath:

@@ -114,6 +114,11 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         log_fallbacks(self.log)
+        if self.shard_ref.requests == 0:  # the answer cache answered the whole job: no batch to make
+            self.log.info(
+                "Nothing to submit: every request of job %s was answered from the cache", self.shard_ref.job_id
+            )
+            return Submitted(shard=self.shard_ref, batch=BatchRef(id="", status="completed")).to_json()
         hook = self.hook
         batch, attempt = self._attach_or_submit(hook, context)
         return self._follow(context, hook, batch, attempt, wait_deadline(self.wait_timeout))

@@ -10,12 +10,16 @@ submittable. Imports nothing from Airflow.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Any
 
+import pyarrow as pa
+
 from airflow_provider_openai_batch.core.build.requests import RequestBuilder
+from airflow_provider_openai_batch.core.cache.lookup import CacheLookup
 from airflow_provider_openai_batch.core.costs import Estimate, PriceTable, UnknownModelPriceError
 from airflow_provider_openai_batch.core.line_blocks import capped_lines
 from airflow_provider_openai_batch.core.shards import Shard, ShardWriter, with_estimate
@@ -84,6 +88,83 @@ def write_requests(records: Iterable[Mapping[str, Any]], builder: RequestBuilder
         writer.close()
         builder.forget_ids()
     return writer.shards
+
+
+@dataclass(frozen=True)
+class CacheHits:
+    """What the answer cache answered: how many requests, and what their answers cost when bought."""
+
+    requests: int = 0
+    saved_usd: float = 0.0
+
+
+_SPILL = pa.schema([("custom_id", pa.string()), ("line", pa.binary()), ("tokens", pa.int64())])
+
+
+def write_requests_cached(
+    records: Iterable[Mapping[str, Any]],
+    builder: RequestBuilder,
+    writer: ShardWriter,
+    lookup: CacheLookup,
+    hits_out: Callable[[pa.Table], None],
+    *,
+    spill_dir: str | None = None,
+) -> tuple[list[Shard], CacheHits]:
+    """Like :func:`write_requests`, but requests the cache answers are handed to ``hits_out``, not written.
+
+    Whether a request is answered is known only once every key has been looked up, so the lines
+    wait in a local Arrow file (a record batch per chunk) and go to the shards in a second pass,
+    in record order, without the answered ones. ``builder`` must make answer keys.
+    """
+    spill = tempfile.NamedTemporaryFile(prefix="openai-batch-lines-", suffix=".arrows", dir=spill_dir)  # noqa: SIM115
+    try:
+        with pa.OSFile(spill.name, "wb") as sink, pa.ipc.new_stream(sink, _SPILL) as out:
+            start = 0
+            for chunk in builder.chunks(records):
+                if start == 0:
+                    _probe("first-request", chunk.lines[0])
+                assert chunk.keys is not None, "the builder must make answer keys"
+                lookup.add(chunk.keys, chunk.ids, start)
+                tokens = (
+                    pa.array(chunk.tokens, pa.int64())
+                    if chunk.tokens is not None
+                    else pa.nulls(len(chunk.ids), pa.int64())
+                )
+                out.write_batch(
+                    pa.RecordBatch.from_arrays(
+                        [pa.array(chunk.ids, pa.string()), pa.array(chunk.lines, pa.binary()), tokens], schema=_SPILL
+                    )
+                )
+                start += len(chunk.ids)
+        builder.forget_ids()
+        answered = bytearray(start)
+        saved = 0.0
+        for table in lookup.hits():
+            for position in table.column("position").to_pylist():
+                answered[position] = 1
+            saved += sum(cost for cost in table.column("cost_usd").to_pylist() if cost is not None)
+            hits_out(table)
+        with pa.OSFile(spill.name) as source, pa.ipc.open_stream(source) as reader:
+            position = 0
+            for batch in reader:
+                count = batch.num_rows
+                flags = answered[position : position + count]
+                position += count
+                if flags.count(1) == count:
+                    continue
+                ids, lines = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+                tokens = batch.column(2).to_pylist() if batch.column(2).null_count == 0 else None
+                if 1 in flags:
+                    keep = [i for i, flag in enumerate(flags) if not flag]
+                    ids, lines = [ids[i] for i in keep], [lines[i] for i in keep]
+                    tokens = None if tokens is None else [tokens[i] for i in keep]
+                writer.write_chunk(ids, lines, tokens)
+    finally:
+        writer.close()
+        builder.forget_ids()
+        lookup.close()
+        spill.close()
+    return writer.shards, CacheHits(answered.count(1), saved)
 
 
 def _probe(path: str, line: bytes) -> None:

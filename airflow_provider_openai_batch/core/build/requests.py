@@ -20,6 +20,7 @@ before anything is uploaded.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,6 +31,7 @@ import jinja2
 import msgspec
 
 from airflow_provider_openai_batch.core.build.templating import TextTemplate, compile_tree
+from airflow_provider_openai_batch.core.cache.keys import key_prefix
 from airflow_provider_openai_batch.core.errors import OpenAIBatchInputError
 from airflow_provider_openai_batch.core.limits import ENDPOINTS, MAX_CUSTOM_ID_LENGTH, MAX_LINE_BYTES
 from airflow_provider_openai_batch.core.tokens import (
@@ -43,6 +45,8 @@ from airflow_provider_openai_batch.core.validate.seen_ids import WINDOW, SeenIds
 from airflow_provider_openai_batch.core.validate.structured import response_format_params
 
 _ENCODE: Final = msgspec.json.Encoder().encode
+_ENCODE_SORTED: Final = msgspec.json.Encoder(order="sorted").encode
+_DIGEST: Final = operator.methodcaller("digest")
 CHUNK_RECORDS: Final = 256  # measured: big enough to amortise the C passes, small enough to redo cheaply
 # Stands for a per-record string while the request is encoded once; never valid in a real prompt.
 _SLOT: Final = "\x00openai-batch-slot-{}\x00"
@@ -169,6 +173,7 @@ class Chunk:
     ids: list[str]
     lines: list[bytes]
     tokens: list[int] | None = None
+    keys: list[bytes] | None = None
 
 
 class _Layout:
@@ -187,6 +192,32 @@ class _Layout:
         except (TypeError, msgspec.EncodeError) as err:
             raise OpenAIBatchInputError(f"body parameters are not JSON: {err}") from None
         self.fragments = _split(blob, len(self.templates) + 1)
+        self._key_layout: tuple[list[bytes], list[int]] | None = None
+        self._url = template.endpoint
+
+    def keys(self, values: Sequence[list[bytes]]) -> list[bytes]:
+        """Each request's answer-cache key (``core.cache.keys``) from its encoded strings, without decoding.
+
+        The body with sorted keys is encoded once with its slots, so a record's canonical body is
+        its strings joined between fragments, as the line is; ``line_keys`` over the written line
+        gives the same key (a test checks it).
+        """
+        if self._key_layout is None:
+            blob = key_prefix(self._url) + _ENCODE_SORTED(self.body)
+            found = sorted((blob.find(_ENCODE(_SLOT.format(i))), i - 1) for i in range(1, len(self.templates) + 1))
+            fragments, start = [], 0
+            for at, index in found:
+                fragments.append(blob[start:at])
+                start = at + len(_ENCODE(_SLOT.format(index + 1)))
+            fragments.append(blob[start:])
+            self._key_layout = (fragments, [index for _, index in found])
+        fragments, order = self._key_layout
+        count = len(values[0]) if values else 1
+        pieces: list[Iterable[bytes]] = [itertools.repeat(fragments[0], count)]
+        for index, fragment in zip(order, fragments[1:], strict=True):
+            pieces += (values[index], itertools.repeat(fragment))
+        bodies = map(b"".join, zip(*pieces, strict=False))
+        return list(map(_DIGEST, map(hashlib.sha256, bodies)))
 
     def _place(self, template: TextTemplate) -> str:
         if template.constant is not None:
@@ -292,6 +323,7 @@ class RequestBuilder:
         (images, videos) get none, and ``token_note`` says why.
     :param id_window: recent ids held to refuse a repeated key as it is read (the written shards
         are validated again as a whole, so a repeat further back is still found before upload).
+    :param answer_keys: give each chunk its requests' answer-cache keys.
     """
 
     def __init__(
@@ -301,6 +333,7 @@ class RequestBuilder:
         *,
         token_estimate: TokenEstimate | None = None,
         id_window: int = WINDOW,
+        answer_keys: bool = False,
     ):
         if not key_field:
             raise OpenAIBatchInputError("key_field is required: custom_id must come from a stable record key")
@@ -311,6 +344,7 @@ class RequestBuilder:
         self._templates = self._layout.templates
         self._seen = SeenIds(id_window, spill=False)
         self._tokens: _TokenPlan | None = None
+        self.answer_keys = answer_keys
         self.token_note = ""
         if token_estimate is not None:
             if token_estimate not in get_args(TokenEstimate):
@@ -393,7 +427,8 @@ class RequestBuilder:
                 self._raise_unencodable(start, ids, values)
             self._check_sizes(start, ids, columns)
             tokens = self._tokens.chunk(start, values) if self._tokens else None
-            yield Chunk(ids, self._layout.join_many(columns), tokens)
+            keys = self._layout.keys(columns[1:]) if self.answer_keys else None
+            yield Chunk(ids, self._layout.join_many(columns), tokens, keys)
             start += len(batch)
 
     def _fast_chunk(self, batch: list[Any]) -> tuple[list[str], list[list[str]]] | None:

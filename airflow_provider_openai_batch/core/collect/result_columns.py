@@ -63,7 +63,8 @@ _BIGINT = SqlTypes("BIGINT", "INTEGER", "BIGINT")
 _FLOAT = SqlTypes("DOUBLE PRECISION", "REAL", "DOUBLE PRECISION")
 _JSON = SqlTypes("JSONB", "TEXT", "TEXT")  # JSON text outside PostgreSQL
 _VECTOR = SqlTypes("REAL[]", "TEXT", "TEXT")  # a JSON array outside PostgreSQL
-_TIME = SqlTypes("TIMESTAMPTZ", "TEXT", "TIMESTAMP")  # ISO 8601 text on SQLite; UTC everywhere
+_TIME = SqlTypes("TIMESTAMPTZ", "TEXT", "TIMESTAMP")
+_BOOL = SqlTypes("BOOLEAN", "INTEGER", "BOOLEAN")  # ISO 8601 text on SQLite; UTC everywhere
 
 # Parquet has no second-precision timestamps: rows carry epoch seconds, columns hold milliseconds.
 UTC_TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -114,6 +115,15 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("batch_created_at", UTC_TIMESTAMP, _TIME, "batch", "when the batch was created"),
     Column("batch_ended_at", UTC_TIMESTAMP, _TIME, "batch", "when the batch completed (null for expired/cancelled)"),
     Column("collected_at", UTC_TIMESTAMP, _TIME, "batch", "when the row was reconciled", nullable=False),
+    Column(
+        "cached",
+        pa.bool_(),
+        _BOOL,
+        "batch",
+        "true: the answer came from the answer cache (`cost_usd` 0: this run paid nothing; "
+        "batch and request ids are the original's)",
+        nullable=False,
+    ),
 )
 
 RESULT_FIELDS: tuple[str, ...] = tuple(column.name for column in RESULT_COLUMNS)

@@ -194,6 +194,7 @@ class Reconciler:
             "batch_created_at": o.created_at,
             "batch_ended_at": o.ended_at,
             "collected_at": self.collected_at,
+            "cached": False,
         }
 
     def values(self, *line_sources: Iterable[bytes]) -> Iterator[Values]:

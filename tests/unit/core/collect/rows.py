@@ -25,6 +25,7 @@ from airflow_provider_openai_batch.core.collect.results import Reconciler
 # six (the row's identity and status) have none.
 _DEFAULTS = {"attempt": 1, "input_tokens": 0, "cached_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0}
 _DEFAULTS["collected_at"] = 0
+_DEFAULTS["cached"] = False
 
 
 def _field(column: Any) -> tuple[str, Any] | tuple[str, Any, Any]:

@@ -73,6 +73,7 @@ def test_the_reconcilers_values_land_in_their_named_columns():
         **{"finish_reason": "stop", "input_tokens": 7, "cached_tokens": 3, "output_tokens": 5, "reasoning_tokens": 2},
         **{"request_id": "req_1", "responded_at": 1_767_225_600, "batch_created_at": 10, "batch_ended_at": 20},
         "collected_at": 30,
+        "cached": False,
     }
 
 
