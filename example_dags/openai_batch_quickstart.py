@@ -1,11 +1,14 @@
 """
 Quickstart: classify customer feedback by sentiment with the OpenAI Batch API (half the price of
-the synchronous API).
+the synchronous API), in one call. ``openai_batch_job`` adds a task group of three tasks:
 
-build_requests  -> one chat request per feedback row, custom_id = feedback_id, split into shards
-submit_batch    -> one mapped task per shard: upload, create the batch, wait on the triggerer
-collect_results -> join outputs to requests by custom_id, retry what is worth retrying, write one
-                   row per feedback to Parquet (and to a SQL table when a connection is given)
+sentiment.build_requests  -> one chat request per feedback row, custom_id = feedback_id, in shards
+sentiment.submit_batch    -> one mapped task per shard: upload, create the batch, wait on the triggerer
+sentiment.collect_results -> join outputs to requests by custom_id, retry what is worth retrying,
+                             write one row per feedback to Parquet (and to a SQL table when a
+                             connection is given)
+
+``openai_batch_pools`` writes the same three operators out, one by one.
 
 Run it offline against the emulator with ``make demo``; against OpenAI, create the
 ``openai_default`` connection with your API key. Paths and polling come from the environment so
@@ -20,9 +23,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG
 
-from airflow_provider_openai_batch.operators.build import OpenAIBatchBuildOperator
-from airflow_provider_openai_batch.operators.results import OpenAIBatchResultsOperator
-from airflow_provider_openai_batch.operators.submit import OpenAIBatchSubmitOperator
+from airflow_provider_openai_batch.decorators.openai_batch import openai_batch_job
 
 FEEDBACK = os.environ.get(
     "OPENAI_BATCH_QUICKSTART_INPUT", str(Path(__file__).parent / "data" / "customer_feedback.jsonl")
@@ -45,33 +46,23 @@ with DAG(
     tags=["openai-batch", "example"],
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
 ) as dag:
-    build = OpenAIBatchBuildOperator(
-        task_id="build_requests",
+    # [START howto_task_group_openai_batch_job]
+    sentiment = openai_batch_job(
+        "sentiment",
         records=FEEDBACK,
         key_field="feedback_id",
-        endpoint="/v1/chat/completions",
         model="gpt-4o-mini",
         messages=[
             {"role": "system", "content": SYSTEM_PROMPT},
             {"role": "user", "content": "{{ text }}"},
         ],
         body={"max_tokens": 3, "temperature": 0},
-        work_dir=f"{WORK_DIR}/requests",
         # Two shards of 100 show the mapped submit; real jobs keep the default of 50,000.
         max_requests_per_shard=100,
-        cache=CACHE,
-    )
-
-    submit = OpenAIBatchSubmitOperator.partial(
-        task_id="submit_batch",
+        cache=CACHE,  # unset: no cache
         poll_interval=POLL_INTERVAL,
-    ).expand(shard=build.output)
-
-    collect = OpenAIBatchResultsOperator(
-        task_id="collect_results",
-        batches=submit.output,
+        work_dir=WORK_DIR,
         destination=f"{WORK_DIR}/results",
-        sql_conn_id=RESULTS_CONN_ID,
-        table="feedback_sentiment",
-        poll_interval=POLL_INTERVAL,
+        results={"sql_conn_id": RESULTS_CONN_ID, "table": "feedback_sentiment"},
     )
+    # [END howto_task_group_openai_batch_job]

@@ -1,13 +1,16 @@
-"""The one-call forms through ``dag.test()`` against the emulator: ``@task.openai_batch`` and the task-group factory."""
+"""The one-call forms: ``@task.openai_batch`` through ``dag.test()`` against the emulator; the task-group factory."""
 
 from __future__ import annotations
 
+import importlib
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from airflow.sdk import DAG
 
-from airflow_provider_openai_batch.decorators.openai_batch import route_options
+from airflow_provider_openai_batch.decorators.openai_batch import openai_batch_job, route_options
 from tests.integration.dag_loading import load_example_dag
 
 LABELS = {"positive", "negative", "neutral"}
@@ -44,22 +47,39 @@ def test_the_decorator_runs_the_function_for_the_records_then_the_job(example_mo
     assert message.startswith("200 of 200 classified, $")
 
 
-def test_the_factory_wires_build_submit_and_collect_in_one_group(example_module):
-    import importlib
-
-    load_example_dag("openai_batch_taskflow")
-    module = importlib.import_module("_example_openai_batch_taskflow")
-    dag = module.group_dag
+def test_the_quickstart_is_the_factory_wiring_build_submit_and_collect_in_one_group(example_module):
+    # The quickstart's run through dag.test() is tests/integration/test_quickstart_dag.py.
+    load_example_dag("openai_batch_quickstart")
+    module = importlib.import_module("_example_openai_batch_quickstart")
     assert sorted(module.sentiment.children) == [
         "sentiment.build_requests",
         "sentiment.collect_results",
         "sentiment.submit_batch",
     ]
-    assert dag.get_task("sentiment.submit_batch").retries == 2
-    run = dag.test()
-    assert run.state == "success"
-    found = rows(example_module / "task-group" / "results")
-    assert len(found) == 200 and {r["content"] for r in found} <= LABELS
+    dag = module.dag
+    assert dag.get_task("sentiment.build_requests").work_dir == f"{example_module}/requests"
+    assert dag.get_task("sentiment.collect_results").table == "feedback_sentiment"
+    assert dag.get_task("sentiment.submit_batch").partial_kwargs["poll_interval"] == 0.1
+
+
+def test_per_task_settings_reach_their_task_only():
+    with DAG(dag_id="per_task", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        openai_batch_job(
+            "job",
+            records=[{"id": 1, "text": "x"}],
+            key_field="id",
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "{{ text }}"}],
+            work_dir="/tmp/w",
+            build={"retries": 1},
+            submit={"retries": 5, "pool": "openai_batches"},
+            results={"sql_conn_id": "warehouse", "table": "t"},
+        )
+    build, submit, collect = (
+        dag.get_task(f"job.{name}") for name in ("build_requests", "submit_batch", "collect_results")
+    )
+    assert (build.retries, submit.partial_kwargs["retries"], submit.partial_kwargs["pool"]) == (1, 5, "openai_batches")
+    assert (collect.sql_conn_id, collect.table, getattr(build, "sql_conn_id", None)) == ("warehouse", "t", None)
 
 
 @pytest.mark.parametrize(

@@ -62,12 +62,12 @@ def test_quickstart_also_loads_the_rows_into_the_sqlite_table(dag_run, work_dir)
 
 
 def test_quickstart_xcoms_are_small_summaries_and_hold_no_secret(dag_run):
-    shards = xcom(dag_run, "build_requests")
+    shards = xcom(dag_run, "sentiment.build_requests")
     assert [s["requests"] for s in shards] == [100, 100]
     assert all(set(s) >= {"path", "sha256", "manifest", "job_id"} for s in shards)
-    collected = xcom(dag_run, "collect_results")
+    collected = xcom(dag_run, "sentiment.collect_results")
     assert collected["requests"] == 200
-    for value in (shards, collected, xcom(dag_run, "submit_batch", map_index=0)):
+    for value in (shards, collected, xcom(dag_run, "sentiment.submit_batch", map_index=0)):
         encoded = json.dumps(value)
         assert len(encoded) < 4096
         assert TEST_API_KEY not in encoded

@@ -38,6 +38,6 @@ def test_expired_requests_are_answered_by_retry_batches_across_deferrals(dag_run
     assert {r["status"] for r in rows} == {"succeeded"}
     # two shards of 100: 60 + 60 answered, 80 retried; 60 of them answered, 20 retried again
     assert Counter(r["attempt"] for r in rows) == {1: 120, 2: 60, 3: 20}
-    ti = run.get_task_instance("collect_results")
-    summary = ti.xcom_pull(task_ids="collect_results")
+    ti = run.get_task_instance("sentiment.collect_results")
+    summary = ti.xcom_pull(task_ids="sentiment.collect_results")
     assert (summary["attempts"], summary["retried"], len(summary["batches"])) == (3, {"2": 80, "3": 20}, 4)

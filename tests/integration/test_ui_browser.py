@@ -32,6 +32,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 DAG_ID = "openai_batch_quickstart"
+SUBMIT = "sentiment.submit_batch"  # the quickstart's mapped submit, in its task group
 TIMEOUT_MS = 60_000
 # The page inside Airflow's UI (menu entry, task-instance tab) comes from external_views: 3.1 and later.
 needs_external_views = pytest.mark.skipif(
@@ -104,7 +105,7 @@ def screenshot(page, name: str) -> Path:
 @needs_external_views
 def test_batches_page_in_the_airflow_ui_shows_the_demo_runs_batches(finished_demo, page):
     cluster, run_id = finished_demo
-    submitted = [cluster.xcom(DAG_ID, run_id, "submit_batch", "batch_id", map_index=i) for i in (0, 1)]
+    submitted = [cluster.xcom(DAG_ID, run_id, SUBMIT, "batch_id", map_index=i) for i in (0, 1)]
 
     page.goto(f"{cluster.api_url}/plugin/openai-batches")
     frame = page.frame_locator("iframe")
@@ -122,10 +123,8 @@ def test_batches_page_in_the_airflow_ui_shows_the_demo_runs_batches(finished_dem
         # batch's reported usage (the emulator counts tokens its own way, so they differ a little).
         assert estimated.startswith("$") and actual.startswith("$")
         assert 0.5 < float(estimated[1:]) / float(actual[1:]) < 2
-    task_link = run.locator("a", has_text="submit_batch [1]")
-    assert (
-        task_link.get_attribute("href") == f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/submit_batch/mapped/1"
-    )
+    task_link = run.locator("a", has_text=f"{SUBMIT} [1]")
+    assert task_link.get_attribute("href") == f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/{SUBMIT}/mapped/1"
     shot = screenshot(page, "ui-openai-batches-in-airflow.png")
     assert shot.stat().st_size > 10_000
 
@@ -148,10 +147,10 @@ def test_batches_page_filters_by_status_in_the_browser(finished_demo, page):
 @needs_external_views
 def test_task_instance_tab_shows_that_tasks_batch(finished_demo, page):
     cluster, run_id = finished_demo
-    batch_id = cluster.xcom(DAG_ID, run_id, "submit_batch", "batch_id", map_index=0)
+    batch_id = cluster.xcom(DAG_ID, run_id, SUBMIT, "batch_id", map_index=0)
 
     page.goto(
-        f"{cluster.api_url}/dags/{DAG_ID}/runs/{run_id}/tasks/submit_batch/mapped/0/plugin/openai-batches-task-instance"
+        f"{cluster.api_url}/dags/{DAG_ID}/runs/{run_id}/tasks/{SUBMIT}/mapped/0/plugin/openai-batches-task-instance"
     )
     frame = page.frame_locator("iframe")
     frame.locator("tr.batch").first.wait_for()
