@@ -163,7 +163,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
 
         log_fallbacks(self.log)
-        submitted = sorted((Submitted.from_json(b) for b in self.batches), key=lambda item: item.shard.index)
+        submitted = sorted(map(Submitted.from_json, _each(self.batches)), key=lambda item: item.shard.index)
         if not submitted:
             raise OpenAIBatchInputError("no batches to collect: the upstream submit tasks returned nothing")
         first = submitted[0].shard
@@ -475,7 +475,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         outputs = getattr(self, "_lineage_outputs", [])
-        inputs = [lineage_dataset(Submitted.from_json(item).shard.path) for item in self.batches or ()]
+        inputs = [lineage_dataset(Submitted.from_json(item).shard.path) for item in _each(self.batches or ())]
         return OperatorLineage(
             inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],
             outputs=[Dataset(namespace=ns, name=name) for ns, name in outputs],
@@ -514,6 +514,18 @@ def _remembering(stage: Any, entries: Any, state: CollectionState) -> tuple[Any,
         return replace(run, done=done)
 
     return tee, remember
+
+
+def _each(values: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The mapped submit tasks' returns, read by index.
+
+    Iterating Airflow's lazy XCom sequence asks for the item past the last one, and its client logs
+    that answer as ``[error] XCom not found ... offset=N`` on every run; the length and each index
+    ask for nothing that is not there.
+    """
+    if isinstance(values, Sequence):
+        return [values[index] for index in range(len(values))]
+    return list(values)
 
 
 def _stage(job_dir: ObjectStoragePath, attempt: int) -> ObjectStoragePath:
