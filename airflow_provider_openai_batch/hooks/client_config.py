@@ -47,6 +47,8 @@ class ClientConfig:
     azure_endpoint: str | None = None
     azure_deployment: str | None = None
     client_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # The provider's own retry policy (``hooks.call_retries.CallRetries`` fields), not a client kwarg.
+    call_retries: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def is_azure(self) -> bool:
@@ -142,6 +144,12 @@ def client_config_from_connection(conn: ConnectionLike) -> ClientConfig:
     client_kwargs = extra.get("openai_client_kwargs") or {}
     if not isinstance(client_kwargs, dict):
         raise ValueError("connection extra 'openai_client_kwargs' must be a JSON object")
+    call_retries = extra.get("call_retries") or {}
+    allowed = {"attempts", "base_delay", "max_delay"}
+    if not isinstance(call_retries, dict) or not set(call_retries) <= allowed:
+        raise ValueError(f"connection extra 'call_retries' must be a JSON object of {sorted(allowed)}")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in call_retries.values()):
+        raise ValueError("connection extra 'call_retries': each value must be a positive number")
     return ClientConfig(
         api_key=_api_key(conn.password),
         base_url=_base_url(conn),
@@ -153,4 +161,5 @@ def client_config_from_connection(conn: ConnectionLike) -> ClientConfig:
         azure_endpoint=_field(extra, "azure_endpoint"),
         azure_deployment=_field(extra, "azure_deployment"),
         client_kwargs=client_kwargs,
+        call_retries=call_retries,
     )

@@ -8,6 +8,7 @@ import math
 import time
 import weakref
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,9 @@ class OpenAIBatchHook(BaseHook):
     client objects.
 
     :param conn_id: an ``openai_batch`` or ``openai`` connection.
-    :param call_retries: the policy for uploads, status reads, cancels and downloads.
+    :param call_retries: the policy for uploads, status reads, cancels and downloads; by default
+        the connection's ``call_retries`` extra (``attempts``, ``base_delay``, ``max_delay``) over
+        8 attempts, 0.5 s doubling to 30 s.
     """
 
     conn_name_attr = "conn_id"
@@ -67,7 +70,14 @@ class OpenAIBatchHook(BaseHook):
     ) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
-        self.call_retries = call_retries or DEFAULT_CALL_RETRIES
+        self._call_retries = call_retries
+
+    @cached_property
+    def call_retries(self) -> CallRetries:
+        """The argument's policy, else the connection's ``call_retries`` extra over the defaults."""
+        if self._call_retries is not None:
+            return self._call_retries
+        return replace(DEFAULT_CALL_RETRIES, **self.client_config.call_retries)
 
     # -- clients ---------------------------------------------------------------------------
 

@@ -66,8 +66,9 @@ class OpenAIBatchBuildOperator(BaseOperator):
         made strict-valid; chat gets ``response_format``, Responses ``text.format``.
     :param work_dir: where shards and the manifest are written (local path or ``ObjectStoragePath`` URI).
     :param job_id: names the job's folder and tags its batches; defaults to ``<dag_id>__<run_id>``.
-    :param max_requests_per_shard: at most 50,000 (the API's limit). Embedding jobs also keep
-        each shard within 50,000 inputs.
+    :param max_requests_per_shard: at most 50,000 (the API's limit).
+    :param max_inputs_per_shard: embedding jobs keep each shard within this many inputs (at most
+        50,000, the API's limit per batch), counting each request's list of inputs.
     :param max_bytes_per_shard: at most 200 MB (the API's limit).
     :param max_tokens_per_shard: at most this many estimated input tokens per shard, to stay
         under your organisation's enqueued-token limit for the model; None for no limit.
@@ -117,6 +118,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
         response_format: Any = None,
         job_id: str = DEFAULT_JOB_ID,
         max_requests_per_shard: int = MAX_REQUESTS_PER_FILE,
+        max_inputs_per_shard: int = MAX_EMBEDDING_INPUTS_PER_BATCH,
         max_bytes_per_shard: int = MAX_BYTES_PER_FILE,
         max_tokens_per_shard: int | None = None,
         token_estimate: TokenEstimate = "sample",
@@ -154,6 +156,9 @@ class OpenAIBatchBuildOperator(BaseOperator):
         self.response_format = _plain_format(response_format)
         self.job_id = job_id
         self.max_requests_per_shard = max_requests_per_shard
+        if not 0 < max_inputs_per_shard <= MAX_EMBEDDING_INPUTS_PER_BATCH:
+            raise ValueError(f"max_inputs_per_shard must be 1..{MAX_EMBEDDING_INPUTS_PER_BATCH:,}")
+        self.max_inputs_per_shard = max_inputs_per_shard
         self.max_bytes_per_shard = max_bytes_per_shard
         self.max_tokens_per_shard = max_tokens_per_shard
         self.token_estimate = token_estimate
@@ -301,7 +306,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
     def _max_requests(self, template: RequestTemplate) -> int:
         inputs = template.inputs_per_request()
         if inputs > 1:  # the embedding-input limit binds before the request limit
-            return min(self.max_requests_per_shard, MAX_EMBEDDING_INPUTS_PER_BATCH // inputs)
+            return min(self.max_requests_per_shard, self.max_inputs_per_shard // inputs)
         return self.max_requests_per_shard
 
     def _records(self) -> Iterator[Mapping[str, Any]]:

@@ -17,8 +17,6 @@ import pytest
 from openai import OpenAI
 
 from airflow_provider_openai_batch.emulator import EmulatorServer, EmulatorSettings
-from airflow_provider_openai_batch.hooks import openai_batch
-from airflow_provider_openai_batch.hooks.call_retries import CallRetries
 from tests.conftest import _HOME
 from tests.integration.dag_loading import load_example_dag
 
@@ -39,14 +37,18 @@ def test_the_quickstart_without_task_retries_keeps_every_promise_through_faults(
 ):
     # The output of one 100-request shard is ~40 KB: the first download stops in its middle.
     hostile_emulator.update_settings(**FAULTS, cut_download_after_bytes=20_000)
-    conn = {"conn_type": "openai_batch", "host": hostile_emulator.base_url, "password": KEY + "\n"}
+    conn = {
+        "conn_type": "openai_batch",
+        "host": hostile_emulator.base_url,
+        "password": KEY + "\n",
+        # Resets carry no retry-after: keep the policy's attempts, shorten its waits for the test.
+        "extra": {"call_retries": {"base_delay": 0.05, "max_delay": 0.2}},
+    }
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", json.dumps(conn))
         patch.setenv("OPENAI_BATCH_WORK_DIR", str(tmp_path))
         patch.setenv("OPENAI_BATCH_POLL_INTERVAL", "0.1")
         patch.delenv("OPENAI_BATCH_RESULTS_CONN_ID", raising=False)
-        # Resets carry no retry-after: keep the policy's attempts, shorten its waits for the test.
-        patch.setattr(openai_batch, "DEFAULT_CALL_RETRIES", CallRetries(base_delay=0.05, max_delay=0.2))
         dag = load_example_dag("openai_batch_quickstart")
         for task in dag.tasks:
             task.retries = 0

@@ -80,6 +80,20 @@ def test_extra_that_is_not_json_is_a_clear_error():
         client_config_from_connection(Conn(extra="{oops"))
 
 
+def test_the_retry_policy_extra_is_kept_apart_from_the_client_kwargs():
+    config = client_config_from_connection(Conn(extra=json.dumps({"call_retries": {"attempts": 3, "max_delay": 5}})))
+    assert config.call_retries == {"attempts": 3, "max_delay": 5}
+    assert "call_retries" not in config.kwargs()
+
+
+@pytest.mark.parametrize(
+    "value", [{"tries": 3}, {"attempts": 0}, {"max_delay": "5"}, {"base_delay": True}, [3]], ids=str
+)
+def test_a_retry_policy_extra_that_is_not_one_is_refused_naming_it(value):
+    with pytest.raises(ValueError, match="connection extra 'call_retries'"):
+        client_config_from_connection(Conn(extra=json.dumps({"call_retries": value})))
+
+
 @pytest.mark.parametrize("stored", ["sk-abc123\n", "sk-abc123\r\n", "  sk-abc123 \t"])
 def test_a_key_read_from_a_file_is_sent_without_its_surrounding_whitespace(stored):
     assert client_config_from_connection(Conn(password=stored)).api_key == "sk-abc123"

@@ -228,10 +228,7 @@ def test_shards_split_by_estimated_tokens(tmp_path):
     assert sum(s["requests"] for s in shards) == 6 and len(shards) == 3
 
 
-def test_embedding_shards_stay_within_the_input_limit(tmp_path, monkeypatch):
-    from airflow_provider_openai_batch.operators import build as build_module
-
-    monkeypatch.setattr(build_module, "MAX_EMBEDDING_INPUTS_PER_BATCH", 6)
+def test_embedding_shards_stay_within_the_input_limit(tmp_path):
     op = OpenAIBatchBuildOperator(
         task_id="embed",
         records=[{"id": i, "title": f"t{i}", "text": f"x{i}"} for i in range(7)],
@@ -241,6 +238,7 @@ def test_embedding_shards_stay_within_the_input_limit(tmp_path, monkeypatch):
         prompt=["{{ title }}", "{{ text }}"],
         work_dir=str(tmp_path),
         job_id="embed",
+        max_inputs_per_shard=6,
     )
     shards = op.execute(context())
     assert [s["requests"] for s in shards] == [3, 3, 1]

@@ -8,6 +8,7 @@ results download cut off halfway.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -18,7 +19,6 @@ from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 
 from airflow_provider_openai_batch.exceptions import BatchTimeoutError
-from airflow_provider_openai_batch.hooks import openai_batch
 from airflow_provider_openai_batch.hooks.call_retries import CallRetries
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.operators.batch_lifecycle import (
@@ -43,9 +43,19 @@ FAST = CallRetries(attempts=8, base_delay=0.01, max_delay=0.05)
 
 
 @pytest.fixture(autouse=True)
-def fast_retries(monkeypatch):
-    """The default policy's attempts with waits short enough for a test (no retry-after on a reset)."""
-    monkeypatch.setattr(openai_batch, "DEFAULT_CALL_RETRIES", FAST)
+def fast_retries(openai_conn, emulator, monkeypatch):
+    """The default policy's attempts with waits short enough for a test, set on the connection."""
+    conn = {
+        "conn_type": "openai_batch",
+        "host": emulator.base_url,
+        "password": TEST_API_KEY,
+        "extra": {"call_retries": {"base_delay": FAST.base_delay, "max_delay": FAST.max_delay}},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", json.dumps(conn))
+
+
+def test_the_connection_sets_the_retry_policy():
+    assert OpenAIBatchHook().call_retries == FAST
 
 
 @pytest.fixture
