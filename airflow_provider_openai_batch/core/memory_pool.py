@@ -8,24 +8,45 @@ shard; the system allocator is the fallback where a wheel has no jemalloc.
 
 The switch is scoped, but process-wide while it lasts (other threads allocate from it too). Every
 buffer remembers the pool it came from, so buffers made before or after are freed where they
-belong. A user who set ``ARROW_DEFAULT_MEMORY_POOL`` has chosen; that choice is left alone. (The
-variable also moves Arrow's C++ internals, which the scope cannot reach, so setting it to
-``jemalloc`` in the worker's environment saves another ~15 MB.)
+belong. A user who set ``ARROW_DEFAULT_MEMORY_POOL`` has chosen; that choice is left alone.
+
+The variable also moves what the scope cannot reach — Arrow's C++ internals, the Parquet reader's
+and writer's buffers — but only if it is set before pyarrow is first imported, when the default
+pool is chosen. So a task that is about to load pyarrow for the first time in its process sets it
+to ``jemalloc`` (:func:`choose_returning_pool`): the results task's peak RSS at 50,000 results
+fell from 308 to 279 MB. pyarrow is imported here only when a pool is asked for.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CHOICE_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 
 
+def choose_returning_pool() -> None:
+    """
+    Make jemalloc Arrow's default pool in this process, if pyarrow is not loaded yet and nobody chose.
+
+    For a process that is a task's own (a worker's task process, forked reconcile workers): a
+    library loading pyarrow in a process it does not own should leave the choice to the host.
+    Linux only, where pyarrow's wheels are built with jemalloc.
+    """
+    if sys.platform == "linux" and "pyarrow" not in sys.modules:
+        os.environ.setdefault(CHOICE_VARIABLE, "jemalloc")
+
+
 def returning_pool() -> pa.MemoryPool:
     """jemalloc where this pyarrow has it, else the system allocator."""
+    import pyarrow as pa
+
     try:
         return pa.jemalloc_memory_pool()
     except NotImplementedError:
@@ -35,6 +56,8 @@ def returning_pool() -> pa.MemoryPool:
 @contextmanager
 def pool_that_returns_memory() -> Iterator[pa.MemoryPool]:
     """Make :func:`returning_pool` pyarrow's default pool for the scope (unless the user chose one)."""
+    import pyarrow as pa
+
     if os.environ.get(CHOICE_VARIABLE):
         yield pa.default_memory_pool()
         return

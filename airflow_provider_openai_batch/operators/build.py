@@ -170,6 +170,10 @@ class OpenAIBatchBuildOperator(BaseOperator):
         self.cache_nondeterministic = cache_nondeterministic
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow_provider_openai_batch.core.memory_pool import choose_returning_pool
+
+        choose_returning_pool()  # before anything loads pyarrow in this task's process
+
         from airflow_provider_openai_batch.core.build.building import estimate_shards, validate_shards, write_requests
         from airflow_provider_openai_batch.core.build.requests import RequestBuilder
         from airflow_provider_openai_batch.core.costs import PriceTable

@@ -159,6 +159,10 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
     # -- entry points -----------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_openai_batch.core.memory_pool import choose_returning_pool
+
+        choose_returning_pool()  # before anything loads pyarrow in this task's process
+
         from airflow_provider_openai_batch.core.collect.results import ReconcileCounts
         from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
 
@@ -182,7 +186,9 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
 
     def resume(self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None):
         """Back from the trigger with one retry batch ended: wait for the others, then collect."""
-        from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
+        from airflow_provider_openai_batch.core.memory_pool import choose_returning_pool, pool_that_returns_memory
+
+        choose_returning_pool()
 
         event = check_event(event)
         if state is None:  # Airflow 3.0's dag.test() resumes without the deferral's kwargs

@@ -32,6 +32,7 @@ from airflow_provider_openai_batch.plugins.batch_listing import (
     SourceError,
     describe_error,
 )
+from airflow_provider_openai_batch.plugins.openai_batches import URL_PREFIX
 from airflow_provider_openai_batch.plugins.page import (
     STATUSES,
     PageContext,
@@ -81,9 +82,6 @@ def configured_conn_ids() -> list[str]:
 
     raw = conf.get(CONFIG_SECTION, CONFIG_CONN_IDS, fallback=DEFAULT_CONN_IDS) or DEFAULT_CONN_IDS
     return [part.strip() for part in raw.split(",") if part.strip()]
-
-
-URL_PREFIX = "/openai-batches"  # where the plugin mounts this app in the Airflow api-server
 
 
 def ui_root(request: Request) -> str:

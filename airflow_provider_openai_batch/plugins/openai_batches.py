@@ -8,9 +8,11 @@ reads provider-info plugins only with ``[core] lazy_discover_providers = False``
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.providers.common.compat.sdk import AirflowPlugin
 
-from airflow_provider_openai_batch.plugins.app import URL_PREFIX, create_app
+URL_PREFIX = "/openai-batches"  # where the app is mounted on the api-server
 
 NAV_VIEW = {
     "name": "OpenAI Batches",
@@ -29,9 +31,29 @@ TASK_INSTANCE_VIEW = {
 }
 
 
+class BatchesApp:
+    """
+    The page's ASGI app, built on its first request.
+
+    Every task process loads the plugins (for their macros), so building the FastAPI app here
+    would import FastAPI, the page and the openai client — ~25 MB — into every task of every
+    DAG; only the api-server ever serves the page.
+    """
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.app is None:
+            from airflow_provider_openai_batch.plugins.app import create_app
+
+            self.app = create_app()
+        await self.app(scope, receive, send)
+
+
 class OpenAIBatchesPlugin(AirflowPlugin):
     """The "OpenAI Batches" page and task-instance view."""
 
     name = "openai_batch"
-    fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "OpenAI Batches"}]
+    fastapi_apps = [{"app": BatchesApp(), "url_prefix": URL_PREFIX, "name": "OpenAI Batches"}]
     external_views = [NAV_VIEW, TASK_INSTANCE_VIEW]

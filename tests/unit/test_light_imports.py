@@ -31,3 +31,11 @@ def test_importing_loads_no_arrow_and_no_tokenizer(module):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_loading_the_plugin_as_every_task_does_imports_neither_the_page_nor_the_openai_client():
+    module = "airflow_provider_openai_batch.plugins.openai_batches"
+    code = f"import sys, {module}\nprint(sorted(m for m in ('fastapi', 'openai') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

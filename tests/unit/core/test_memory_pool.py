@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pyarrow as pa
 import pytest
 
-from airflow_provider_openai_batch.core.memory_pool import CHOICE_VARIABLE, pool_that_returns_memory, returning_pool
+from airflow_provider_openai_batch.core.memory_pool import (
+    CHOICE_VARIABLE,
+    choose_returning_pool,
+    pool_that_returns_memory,
+    returning_pool,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -50,3 +59,24 @@ def test_a_pool_the_user_chose_with_the_environment_variable_is_left_alone(monke
             assert pool.backend_name == pa.default_memory_pool().backend_name == "mimalloc"
     finally:
         pa.set_memory_pool(previous)
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [(None, "jemalloc"), ("system", "system")])
+def test_a_task_about_to_load_pyarrow_makes_jemalloc_the_process_default_unless_the_user_chose(chosen, expected):
+    code = (
+        "from airflow_provider_openai_batch.core.memory_pool import choose_returning_pool\n"
+        "choose_returning_pool()\n"
+        "import pyarrow\n"
+        "print(pyarrow.default_memory_pool().backend_name)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != CHOICE_VARIABLE} | ({CHOICE_VARIABLE: chosen} if chosen else {})
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [expected]
+
+
+def test_once_pyarrow_is_loaded_the_default_is_left_alone(monkeypatch):
+    choose_returning_pool()  # pyarrow is loaded in this process: too late to choose, so nothing is set
+    assert CHOICE_VARIABLE not in os.environ

@@ -18,8 +18,9 @@ from openai import OpenAI
 
 from airflow_provider_openai_batch.emulator import EmulatorServer, EmulatorSettings
 from airflow_provider_openai_batch.plugins.airflow_records import ShardKey
-from airflow_provider_openai_batch.plugins.app import URL_PREFIX, create_app
+from airflow_provider_openai_batch.plugins.app import create_app
 from airflow_provider_openai_batch.plugins.batch_listing import BatchLister
+from airflow_provider_openai_batch.plugins.openai_batches import URL_PREFIX
 from tests.unit.emulator.helpers import FAST, Batches, chat_line
 
 SLOW = EmulatorSettings(validating_seconds=0, in_progress_seconds=3600)
