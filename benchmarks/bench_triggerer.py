@@ -1,12 +1,17 @@
 """One Airflow triggerer holding 1,000 concurrent batch waits against the emulator.
 
     .venv/bin/python benchmarks/bench_triggerer.py [--batches 1000] [--poll-interval 15] [--rounds 4]
+        [--schedule backoff|fixed]
 
 A real ``airflow triggerer`` process runs ``OpenAIBatchTrigger`` for every task instance of a
 mapped deferrable ``OpenAIBatchSensor``; the emulator (in this process, with a request counter)
-keeps the batches in progress. Targets from issue 4:
+keeps the batches in progress. The batches are created just before the triggerer starts and the
+triggers read on the backing-off schedule (``--schedule fixed``: as before it, a read at once and
+then one per interval). Targets from issues 4 and 17:
 
-- API calls: at most one status read per batch per poll interval;
+- API calls: at most one status read per batch per poll interval once the schedule reaches it,
+  and no more calls per batch in the first hour of the wait (start-up included, the rest of the
+  hour at the measured steady rate) than the fixed schedule;
 - memory: the triggerer's RSS (its whole process tree) grows by at most 100 MB;
 - CPU: under 1 s of triggerer CPU per poll round (every batch read once).
 
@@ -38,6 +43,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from airflow_provider_openai_batch.core.polling import BACKOFF_SHARE  # noqa: E402
 from tests.integration.airflow_cluster import free_port, migrated_database  # noqa: E402
 
 DAG_ID = "bench_triggerer"
@@ -101,17 +107,19 @@ def configure(home: Path, emulator_url: str, batches: int) -> dict[str, str]:
     return env
 
 
-def create_batches(base_url: str, count: int) -> list[str]:
+def create_batches(base_url: str, count: int) -> dict[str, int]:
+    """``count`` batches, id to ``created_at``."""
     import openai
 
     client = openai.OpenAI(base_url=base_url, api_key=API_KEY)
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     line = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body})
     uploaded = client.files.create(file=("in.jsonl", (line + "\n").encode()), purpose="batch")
-    return [
-        client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h").id
+    made = (
+        client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
         for _ in range(count)
-    ]
+    )
+    return {batch.id: batch.created_at for batch in made}
 
 
 def mapped_task_instances() -> tuple[Any, list[Any]]:
@@ -159,7 +167,7 @@ def mapped_task_instances() -> tuple[Any, list[Any]]:
     return session, tis
 
 
-def defer(session: Any, tis: list[Any], batch_ids: list[str], poll_interval: float) -> None:
+def defer(session: Any, tis: list[Any], batches: dict[str, int], poll_interval: float, fixed: bool) -> None:
     """What 1,000 sensors deferring at once leave in the database: one trigger per task instance."""
     from airflow.models.trigger import Trigger
     from airflow.utils.state import TaskInstanceState
@@ -167,10 +175,18 @@ def defer(session: Any, tis: list[Any], batch_ids: list[str], poll_interval: flo
     from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 
     deadline = time.time() + 24 * 3600
+    batch_ids = list(batches)
     for ti in tis:
+        batch_id = batch_ids[ti.map_index]
         trigger = Trigger.from_object(
             OpenAIBatchTrigger(
-                batch_ids[ti.map_index], poll_interval=poll_interval, deadline=deadline, cancel_on_kill=False
+                batch_id,
+                poll_interval=poll_interval,
+                deadline=deadline,
+                cancel_on_kill=False,
+                # The sensor hands over the batch's creation time; the fixed schedule read at once.
+                created_at=None if fixed else batches[batch_id],
+                fixed_schedule=fixed,
             )
         )
         session.add(trigger)
@@ -180,6 +196,20 @@ def defer(session: Any, tis: list[Any], batch_ids: list[str], poll_interval: flo
         ti.next_method = "execute_complete"
         ti.try_number = 1
     session.commit()
+
+
+def all_running(session: Any, counts: Counter[str], batch_ids: list[str], fixed: bool, marks: dict) -> bool:
+    """Every trigger taken by the triggerer and polling: each batch read once (fixed), or a page listed since."""
+    from airflow.models.trigger import Trigger
+
+    if fixed:
+        return len(set(counts) & set(batch_ids)) == len(batch_ids)
+    if "taken" not in marks:
+        session.expire_all()
+        if session.query(Trigger).filter(Trigger.triggerer_id.is_(None)).count():
+            return False
+        marks["taken"] = counts["list"]  # the listings made by the time the last trigger was taken
+    return counts["list"] > marks["taken"]
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -210,6 +240,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=1000)
     parser.add_argument("--poll-interval", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=4, help="poll rounds measured once every trigger runs")
+    parser.add_argument("--schedule", choices=("backoff", "fixed"), default="backoff")
     parser.add_argument("--keep", action="store_true", help="keep the private AIRFLOW_HOME (logs) afterwards")
     args = parser.parse_args()
 
@@ -224,7 +255,8 @@ def main() -> None:
     try:
         server.start()
         env = configure(home, server.base_url, args.batches)
-        batch_ids = create_batches(server.base_url, args.batches)
+        batches = create_batches(server.base_url, args.batches)
+        batch_ids = list(batches)
         (home / "batch_ids.json").write_text(json.dumps(batch_ids))
         session, tis = mapped_task_instances()
         print(f"{len(tis)} task instances of {DAG_ID}; starting the triggerer", flush=True)
@@ -243,9 +275,10 @@ def main() -> None:
         baseline = statistics.median(sample_rss(triggerer.pid, 10))
         print(f"triggerer up, idle RSS {baseline:.1f} MB; deferring {len(tis)} task instances", flush=True)
 
-        defer(session, tis, batch_ids, args.poll_interval)
+        defer(session, tis, batches, args.poll_interval, args.schedule == "fixed")
         loading_started = time.monotonic()
-        while len(set(counts) & set(batch_ids)) < len(batch_ids):
+        marks: dict[str, int] = {}
+        while not all_running(session, counts, batch_ids, args.schedule == "fixed", marks):
             assert triggerer.poll() is None, (home / "triggerer.log").read_text()[-3000:]
             assert time.monotonic() - loading_started < 300, f"only {len(counts)} batches read after 300 s"
             time.sleep(1)
@@ -254,8 +287,11 @@ def main() -> None:
             f"all {len(batch_ids)} triggers polling after {loaded_in:.1f} s; measuring {args.rounds} rounds", flush=True
         )
 
-        # Let the first poll of every trigger pass, then measure whole rounds.
-        time.sleep(args.poll_interval)
+        # Until every batch is old enough for the schedule to read it once per interval, then whole rounds.
+        warm_up_end = min(batches.values()) + args.poll_interval / BACKOFF_SHARE + args.poll_interval
+        time.sleep(max(warm_up_end - time.time(), args.poll_interval))
+        warm_up_seconds = time.monotonic() - loading_started
+        warm_up_calls = sum(counts.values())
         window = args.rounds * args.poll_interval
         before_counts, before_cpu = counts.copy(), cpu_seconds(triggerer.pid)
         peak_samples = sample_rss(triggerer.pid, window)
@@ -268,6 +304,9 @@ def main() -> None:
         per_batch = [(after_counts[b] - before_counts[b]) / args.rounds for b in batch_ids]
         lists_per_round = (after_counts["list"] - before_counts["list"]) / args.rounds
         calls_per_round = sum(per_batch) + lists_per_round
+        # The first hour of the wait: the calls made from deferral to the end of the warm-up, the
+        # rest of the hour at the measured steady rate.
+        first_hour = warm_up_calls + calls_per_round / args.poll_interval * (3600 - warm_up_seconds)
         result = {
             "batches": len(batch_ids),
             "poll_interval_s": args.poll_interval,
@@ -276,6 +315,13 @@ def main() -> None:
             "api_calls_per_poll_round": round(calls_per_round, 1),
             "list_calls_per_poll_round": round(lists_per_round, 1),
             "api_calls_per_batch_per_poll": round(calls_per_round / len(batch_ids), 4),
+            "schedule": args.schedule,
+            "warm_up_s": round(warm_up_seconds, 1),
+            "warm_up_calls": warm_up_calls,
+            "api_calls_per_batch_per_hour": round(first_hour / len(batch_ids), 3),
+            "api_calls_per_batch_per_hour_steady": round(
+                calls_per_round / len(batch_ids) * 3600 / args.poll_interval, 3
+            ),
             "retrieves_per_batch_per_poll_max": round(max(per_batch), 3),
             "triggerer_rss_idle_mb": round(baseline, 1),
             "triggerer_rss_peak_mb": round(max(peak_samples), 1),

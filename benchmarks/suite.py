@@ -14,7 +14,10 @@ one run. Per stage:
 - naive: how the article's scripts do it — stdlib ``json``, everything gathered in lists and dicts
   before it is written (``executemany`` for the database).
 
-The trigger case runs ``benchmarks/bench_triggerer.py`` (1,000 waits in a real ``airflow triggerer``).
+The trigger case runs ``benchmarks/bench_triggerer.py`` (1,000 waits in a real ``airflow triggerer``,
+on the read schedule and on the fixed one it replaced); ``notice_latency`` runs
+``benchmarks/bench_notice.py`` (completion to the trigger's event). ``--only notice_latency`` (or
+any of the parts) runs just those and updates their rows in ``bench-results.json``.
 The table is printed and written to ``bench-results.json`` (one object per stage and size).
 """
 
@@ -48,6 +51,7 @@ TARGETS = {  # ratio to floor, from the build/validate, submit/wait and results 
 TARGET_RECORDS = 1_200_000  # the ratio targets are set at the article's size; at 120k fixed costs weigh more
 RSS_FLAT = 1.10  # peak RSS at 1.2M within 10% of that at 120k
 TRANSFER_RSS_MB = 64  # upload/download of a 200 MB shard add at most this much
+PARTS = ("sizes", "transfer", "triggerer", "notice_latency")  # what --only picks from
 
 
 # -- the work, child side -------------------------------------------------------------------------
@@ -465,19 +469,22 @@ def run_transfer(root: Path) -> list[dict]:
     return rows
 
 
-def run_triggerer(small: bool) -> dict:
-    """1,000 waits in a real triggerer (benchmarks/bench_triggerer.py), its JSON figures as one row."""
-    rounds = ["--rounds", "2", "--poll-interval", "10"] if small else []
+def _figures(script: str, *flags: str) -> dict:
+    """Run a benchmark script and read the figures it prints (JSON, on one line or indented)."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_triggerer.py"), *rounds],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, str(ROOT / "benchmarks" / script), *flags], capture_output=True, text=True, check=True
     )
-    text = done.stdout
-    lines = text.splitlines()
-    start, end = lines.index("{"), lines.index("}")  # the figures, printed as indented JSON
-    figures = json.loads("\n".join(lines[start : end + 1]))
+    lines = done.stdout.splitlines()
+    if "{" in lines:  # printed indented
+        return json.loads("\n".join(lines[lines.index("{") : lines.index("}") + 1]))
+    return json.loads(lines[-1])
+
+
+def run_triggerer(small: bool) -> dict:
+    """1,000 waits in a real triggerer (benchmarks/bench_triggerer.py), on the schedule and fixed, as one row."""
+    rounds = ["--rounds", "2", "--poll-interval", "10"] if small else []
+    figures = _figures("bench_triggerer.py", *rounds)
+    fixed = _figures("bench_triggerer.py", *rounds, "--schedule", "fixed")
     row = {
         "stage": "trigger_1000_waits",
         "records": figures["batches"],
@@ -488,15 +495,54 @@ def run_triggerer(small: bool) -> dict:
         "ratio_to_naive": None,
         "peak_rss_mb": figures["triggerer_rss_peak_mb"],
         "api_calls_per_batch_per_poll": figures["api_calls_per_batch_per_poll"],
+        "api_calls_per_batch_per_hour": figures["api_calls_per_batch_per_hour"],
+        "api_calls_per_batch_per_hour_fixed": fixed["api_calls_per_batch_per_hour"],
         "rss_growth_mb": figures["triggerer_rss_growth_mb"],
         "cpu_per_poll_round_s": figures["cpu_per_poll_round_s"],
         "target_met": figures["api_calls_per_batch_per_poll"] <= 1
+        and figures["api_calls_per_batch_per_hour"] <= fixed["api_calls_per_batch_per_hour"]
         and figures["triggerer_rss_growth_mb"] <= 100
         and figures["cpu_per_poll_round_s"] < 1,
     }
     print(
         f"{'trigger_1000_waits':<28} {figures['batches']:>10,}  CPU/poll round {row['cpu_per_poll_round_s']:.2f} s, "
-        f"{row['api_calls_per_batch_per_poll']} calls/batch/poll, RSS +{row['rss_growth_mb']} MB",
+        f"{row['api_calls_per_batch_per_poll']} calls/batch/poll, {row['api_calls_per_batch_per_hour']} calls/batch "
+        f"in the first hour ({row['api_calls_per_batch_per_hour_fixed']} fixed), RSS +{row['rss_growth_mb']} MB",
+        flush=True,
+    )
+    return row
+
+
+NOTICE_SECONDS = 10  # median, completion to the trigger's event, for batches done within their first minute
+NOTICE_SHARE = 0.10  # of the batch's age, for those done later
+
+
+def run_notice(small: bool) -> dict:
+    """Completion to the trigger's event (benchmarks/bench_notice.py): on the schedule and at a fixed 60 s."""
+    figures = _figures("bench_notice.py", *(["--no-long"] if small else []))
+    ours, fixed = figures["schedule"], figures["fixed"]
+    share = ours.get("median_latency_share_later")
+    row = {
+        "stage": "notice_latency",
+        "records": figures["batches"],
+        "seconds": ours["median_latency_first_minute_s"],
+        "floor_seconds": None,
+        "ratio_to_floor": None,
+        "naive_seconds": None,
+        "ratio_to_naive": None,
+        "peak_rss_mb": None,
+        "max_seconds": ours["max_latency_first_minute_s"],
+        "fixed_seconds": fixed["median_latency_first_minute_s"],
+        "latency_share_later": share,
+        "fixed_latency_share_later": fixed.get("median_latency_share_later"),
+        "poll_interval_s": figures["poll_interval_s"],
+        "target_met": ours["median_latency_first_minute_s"] <= NOTICE_SECONDS
+        and (share is None or share <= NOTICE_SHARE),
+    }
+    later = "" if share is None else f", {share:.1%} of the age later ({row['fixed_latency_share_later']:.1%} fixed)"
+    print(
+        f"{'notice_latency':<28} {figures['batches']:>10,}  median {row['seconds']} s in the first minute "
+        f"({row['fixed_seconds']} s at a fixed {figures['poll_interval_s']:.0f} s){later}",
         flush=True,
     )
     return row
@@ -560,6 +606,12 @@ def main() -> int:
     parser.add_argument("--size", choices=("small", "full"), default="full")
     parser.add_argument("--output", type=Path, default=ROOT / "bench-results.json")
     parser.add_argument("--skip-triggerer", action="store_true")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=PARTS,
+        help="run only these parts; their rows replace the same rows of --output, the others stay",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--records", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
@@ -569,16 +621,26 @@ def main() -> int:
         return 0
 
     sizes = [120_000] if args.size == "small" else [120_000, 1_200_000]
+    parts = set(args.only or PARTS) - ({"triggerer"} if args.skip_triggerer else set())
     root = Path(tempfile.mkdtemp(prefix="openai-batch-bench-suite-"))
     print(f"machine: {os.cpu_count()} cores; work under {root}\n{HEADER}", flush=True)
-    pg = postgres_reachable()
     rows: list[dict] = []
-    for n in sizes:
-        rows += run_size(n, root, pg)
-    rows += run_transfer(root)
-    if not args.skip_triggerer:
+    if "sizes" in parts:
+        pg = postgres_reachable()
+        for n in sizes:
+            rows += run_size(n, root, pg)
+    if "transfer" in parts:
+        rows += run_transfer(root)
+    if "triggerer" in parts:
         rows.append(run_triggerer(args.size == "small"))
+    if "notice_latency" in parts:
+        rows.append(run_notice(args.size == "small"))
     flat = flatness(rows, sizes)
+    if args.only and args.output.exists():  # keep the rows of the parts not run
+        kept = json.loads(args.output.read_text())
+        ran = {(row["stage"], row["records"]) for row in rows}
+        rows = [row for row in kept["stages"] if (row["stage"], row["records"]) not in ran] + rows
+        flat = flat if "sizes" in parts else kept.get("rss_flatness", [])
     for item in flat:
         mark = "flat" if item["flat"] else "GROWS"
         print(

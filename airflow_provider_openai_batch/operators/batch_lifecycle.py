@@ -255,8 +255,15 @@ class BatchWaiting:
         return OpenAIBatchHook(conn_id=self.conn_id)
 
     def defer_on_batch(
-        self, context: Context, batch_id: str, deadline: float | None, method_name: str, kwargs: dict[str, Any]
+        self,
+        context: Context,
+        batch_id: str,
+        deadline: float | None,
+        method_name: str,
+        kwargs: dict[str, Any],
+        created_at: float | None = None,
     ) -> NoReturn:
+        """Hand the wait to the triggerer; with the batch's ``created_at`` its first read keeps to the schedule."""
         self.remember_batch(context, batch_id)
         self.defer(
             trigger=OpenAIBatchTrigger(
@@ -265,6 +272,7 @@ class BatchWaiting:
                 poll_interval=self.poll_interval,
                 deadline=deadline,
                 max_consecutive_errors=self.max_consecutive_errors,
+                created_at=created_at,
             ),
             method_name=method_name,
             kwargs=kwargs,

@@ -405,7 +405,9 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
                 # Ids, counts and paths only: kept in XCom too, for a resume that lost its kwargs.
                 value = state.to_json()
                 context["ti"].xcom_push(key=STATE_XCOM_KEY, value=value)
-                self.defer_on_batch(context, item.batch.id, state.deadline, "resume", {"state": value})
+                self.defer_on_batch(
+                    context, item.batch.id, state.deadline, "resume", {"state": value}, item.batch.created_at
+                )
         return self._collect(context, state)
 
     def _deliver(self, context: Context, state: CollectionState) -> dict[str, Any]:

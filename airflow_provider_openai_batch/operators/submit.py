@@ -234,13 +234,13 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
             return self._on_end(context, batch_ref(batch), attempt, deadline, waits)
         if self.deferrable:
             kwargs = {"attempt": attempt, "deadline": deadline, "waits": waits}
-            self.defer_on_batch(context, batch.id, deadline, "execute_complete", kwargs)
+            self.defer_on_batch(context, batch.id, deadline, "execute_complete", kwargs, batch.created_at)
         return self._on_end(context, self._wait_here(hook, batch.id, deadline), attempt, deadline, waits)
 
     def _wait_here(self, hook: OpenAIBatchHook, batch_id: str, deadline: float | None) -> BatchRef:
-        """The non-deferrable wait: the same policy as the trigger, on the worker."""
+        """The non-deferrable wait: the same policy and read schedule as the trigger, on the worker."""
         policy = PollPolicy(self.poll_interval, deadline, self.max_consecutive_errors)
-        errors = 0
+        errors, delay = 0, None
         while True:
             try:
                 batch = hook.get_batch(batch_id)
@@ -254,16 +254,18 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
                     ) from err
                 if decision == "timeout":
                     self.timed_out(batch_id, None)
-                time.sleep(policy.sleep_for(time.time(), errors))
+                time.sleep(policy.sleep_for(time.time(), errors, delay))
                 continue
             errors = 0
-            self.log.info(Progress.from_batch(batch).line(time.time()))
+            progress = Progress.from_batch(batch)
+            self.log.info(progress.line(time.time()))
             decision = policy.after_status(batch.status, time.time())
             if decision == "done":
                 return batch_ref(batch)
             if decision == "timeout":
                 self.timed_out(batch_id, batch.status)
-            time.sleep(policy.sleep_for(time.time()))
+            delay = policy.read_delay(time.time(), batch.created_at, progress)
+            time.sleep(delay)
 
     # -- endings ----------------------------------------------------------------------------
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
@@ -27,6 +27,9 @@ from airflow_provider_openai_batch.links.batch import OpenAIBatchLink
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from airflow_provider_openai_batch.triggers.events import batch_summary, check_event, failure_message
 
+if TYPE_CHECKING:
+    from openai.types import Batch
+
 # The task state store key counting failed status reads in a row, so the budget holds across the
 # separate processes of reschedule mode.
 ERRORS_KEY = "openai_batch_sensor_errors"
@@ -37,7 +40,9 @@ class OpenAIBatchSensor(BaseSensorOperator):
     Wait until a batch ends, in ``poke``, ``reschedule`` or deferrable mode.
 
     For batches created outside this DAG (another system, a notebook, an earlier run). It never
-    cancels the batch: it does not own it. Transient API errors are tolerated up to
+    cancels the batch: it does not own it. Every mode reads on the trigger's schedule: a fifth of
+    the batch's age between two reads, at least a few seconds and at most ``poke_interval``
+    (``exponential_backoff=True`` keeps Airflow's own). Transient API errors are tolerated up to
     ``max_consecutive_errors`` reads in a row, in every mode.
 
     Returns (XCom) the batch's summary — ids, status, counts, usage — and pushes ``batch_id`` for
@@ -71,6 +76,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.allow_partial = allow_partial
         self.max_consecutive_errors = max_consecutive_errors
+        self._seen: Batch | None = None  # the latest poke's read, which places the next one
 
     @property
     def hook(self) -> OpenAIBatchHook:
@@ -101,6 +107,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
                 deadline=time.time() + self.timeout,
                 max_consecutive_errors=self.max_consecutive_errors,
                 cancel_on_kill=False,
+                created_at=self._seen.created_at if self._seen else None,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
@@ -118,10 +125,18 @@ class OpenAIBatchSensor(BaseSensorOperator):
                 ) from err
             return False
         self._reset_errors(context)
+        self._seen = batch
         self.log.info(Progress.from_batch(batch).line(time.time()))
         if self.policy.after_status(batch.status, time.time()) != "done":
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._outcome(batch_summary(batch)))
+
+    def _get_next_poke_interval(self, started_at: Any, run_duration: Callable[[], float], poke_count: int) -> float:
+        """The wait before the next poke (``reschedule`` mode too): the trigger's schedule."""
+        if self.exponential_backoff or self._seen is None:
+            return super()._get_next_poke_interval(started_at, run_duration, poke_count)
+        seen = self._seen
+        return self.policy.read_delay(time.time(), seen.created_at, Progress.from_batch(seen))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         event = check_event(event)

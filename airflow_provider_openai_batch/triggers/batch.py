@@ -38,15 +38,22 @@ class OpenAIBatchTrigger(BaseTrigger):
     """
     Poll one batch with ``AsyncOpenAI`` until it ends, the deadline passes, or errors persist.
 
-    Every value needed to resume is in the serialized kwargs — including the wall-clock
-    ``deadline`` — so a triggerer restart rebuilds an identical wait. The API key is not among them:
-    the connection is read again through ``aget_connection``.
+    Reads start a few seconds after the batch was created and back off toward ``poll_interval``
+    (``core.polling``), so a batch that ends early is noticed within seconds. Every value needed
+    to resume is in the serialized kwargs — including the wall-clock ``deadline`` and the batch's
+    ``created_at`` — and the rest of the schedule comes from the batch as read, so a triggerer
+    restart rebuilds an identical wait. The API key is not among them: the connection is read
+    again through ``aget_connection``.
 
     :param batch_id: the batch to wait for.
     :param conn_id: the connection to read it with.
-    :param poll_interval: seconds between status reads.
+    :param poll_interval: the longest time between two status reads (seconds).
     :param deadline: epoch seconds after which a ``timeout`` event is sent (``None``: no limit).
     :param max_consecutive_errors: transient failures in a row tolerated before an ``error`` event.
+    :param created_at: the batch's ``created_at`` (epoch seconds), when the deferring task knows
+        it: the first read then waits for its turn on the schedule (``None``: read it at once).
+    :param fixed_schedule: read every ``poll_interval`` from the start, as before the schedule
+        backed off (for comparisons).
     """
 
     def __init__(
@@ -57,6 +64,8 @@ class OpenAIBatchTrigger(BaseTrigger):
         deadline: float | None = None,
         max_consecutive_errors: int = 5,
         cancel_on_kill: bool = True,
+        created_at: float | None = None,
+        fixed_schedule: bool = False,
     ) -> None:
         super().__init__()
         self.batch_id = batch_id
@@ -65,6 +74,8 @@ class OpenAIBatchTrigger(BaseTrigger):
         self.deadline = deadline
         self.max_consecutive_errors = max_consecutive_errors
         self.cancel_on_kill = cancel_on_kill
+        self.created_at = created_at
+        self.fixed_schedule = fixed_schedule
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -76,27 +87,36 @@ class OpenAIBatchTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "cancel_on_kill": self.cancel_on_kill,
+                "created_at": self.created_at,
+                "fixed_schedule": self.fixed_schedule,
             },
         )
 
     @property
     def policy(self) -> PollPolicy:
-        return PollPolicy(self.poll_interval, self.deadline, self.max_consecutive_errors)
+        return PollPolicy(self.poll_interval, self.deadline, self.max_consecutive_errors, self.fixed_schedule)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        # The client is shared with the other triggers on this loop (not closed here); after the
-        # first read, statuses come from the loop's board: one sweep per interval for all of them.
+        # The client is shared with the other triggers on this loop (not closed here); statuses
+        # come from the loop's board, which reads each batch when due and many in one call.
         client = await OpenAIBatchHook(self.conn_id).get_shared_async_client()
-        board = status_board(client, self.poll_interval)
+        board = status_board(client)
         policy = self.policy
         errors = quiet_polls = 0
+        created_at = self.created_at
         last: Batch | None = None
         while True:
             try:
-                if last is None:
+                if created_at is None:  # a trigger deferred without it: read the batch now
                     batch = await client.batches.retrieve(self.batch_id)
                 else:
-                    batch = await asyncio.wait_for(board.next_status(self.batch_id, last.created_at), self._left())
+                    now = time.time()
+                    delay = policy.read_delay(now, created_at, Progress.from_batch(last) if last else None)
+                    if errors:
+                        delay = policy.sleep_for(now, errors, delay)
+                    batch = await asyncio.wait_for(
+                        board.next_status(self.batch_id, created_at, now + delay), self._left()
+                    )
             except TimeoutError:
                 yield TriggerEvent(timeout_event(self.batch_id, self.deadline, last.status if last else None))
                 return
@@ -112,7 +132,7 @@ class OpenAIBatchTrigger(BaseTrigger):
                 if decision == "timeout":
                     yield TriggerEvent(timeout_event(self.batch_id, self.deadline))
                     return
-                if last is None:  # the board paces its own retries
+                if created_at is None:
                     await asyncio.sleep(policy.sleep_for(time.time(), errors))
                 continue
             except openai.APIStatusError as err:
@@ -124,7 +144,7 @@ class OpenAIBatchTrigger(BaseTrigger):
                 quiet_polls = 0
             else:
                 quiet_polls += 1
-            errors, last = 0, batch
+            errors, last, created_at = 0, batch, batch.created_at
             now = time.time()
             decision = policy.after_status(batch.status, now)
             if decision == "done":

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_openai_batch.core.polling import PollPolicy, Progress, token_limited
+from airflow_provider_openai_batch.core.polling import (
+    BACKOFF_SHARE,
+    FIRST_READ_AFTER,
+    PREDICTION_SHARE,
+    PollPolicy,
+    Progress,
+    token_limited,
+)
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "expired", "cancelled"])
@@ -52,3 +60,75 @@ def test_only_a_pure_token_limit_refusal_calls_for_a_resubmission():
     assert not token_limited("failed", [limit, {"code": "invalid_json_line", "line": 3}])
     assert not token_limited("failed", [])
     assert not token_limited("completed", [limit])
+
+
+# -- the read schedule ------------------------------------------------------------------------
+
+
+def progress(status="in_progress", done=0, total=0, started_at=None, finalizing_at=None) -> Progress:
+    return Progress("b", status, done, 0, total, started_at, finalizing_at)
+
+
+def test_a_young_batch_is_read_within_seconds_and_reads_back_off_to_the_ceiling():
+    policy = PollPolicy(poll_interval=60)
+    created = 1000.0
+    assert policy.read_delay(created + 0.5, created) == FIRST_READ_AFTER
+    assert policy.read_delay(created + 40, created) == 40 * BACKOFF_SHARE
+    assert policy.read_delay(created + 3600, created) == 60
+
+
+def test_the_fixed_schedule_and_an_unknown_creation_read_every_interval():
+    assert PollPolicy(poll_interval=60, fixed=True).read_delay(1.0, 0.0) == 60
+    assert PollPolicy(poll_interval=60).read_delay(1.0, None) == 60
+
+
+def test_a_finalizing_batch_backs_off_again_from_when_it_began_finalizing():
+    policy = PollPolicy(poll_interval=60)
+    finalizing = progress("finalizing", 100, 100, started_at=500, finalizing_at=3990)
+    assert policy.read_delay(4000, 0.0, finalizing) == max(10 * BACKOFF_SHARE, FIRST_READ_AFTER)
+    assert policy.read_delay(4000, 0.0, progress("in_progress", 50, 100, started_at=500)) == 60
+
+
+def test_moving_counts_bring_the_next_read_to_the_predicted_completion():
+    policy = PollPolicy(poll_interval=600)
+    # Created at 0, in progress from 100, 88% done at 1100: the rest is predicted ~136 s later,
+    # before the backoff's read (a fifth of the age: 220 s).
+    assert policy.read_delay(1100, 0.0, progress(done=88, total=100, started_at=100)) == pytest.approx(12 / 0.088)
+    # Predicted later than the backoff: the backoff's read comes first.
+    assert policy.read_delay(1100, 0.0, progress(done=1, total=100, started_at=100)) == 1100 * BACKOFF_SHARE
+    # A prediction that came and went: the next one waits at least a share of the age.
+    assert policy.read_delay(1100, 0.0, progress(done=99, total=100, started_at=100)) == 1100 * PREDICTION_SHARE
+    # Counts that have not moved, or are all done, predict nothing.
+    assert policy.read_delay(1100, 0.0, progress(done=0, total=100, started_at=100)) == 1100 * BACKOFF_SHARE
+    assert policy.read_delay(1100, 0.0, progress(done=100, total=100, started_at=100)) == 1100 * BACKOFF_SHARE
+
+
+def test_no_read_is_scheduled_past_the_deadline():
+    assert PollPolicy(poll_interval=60, deadline=1010).read_delay(1005, 0.0) == 5
+
+
+def reads(policy: PollPolicy, created: float, until: float, first: float) -> list[float]:
+    """The read times of a batch that never ends, the first at ``first``."""
+    times = [first]
+    while times[-1] < until:
+        times.append(times[-1] + policy.read_delay(times[-1], created))
+    return times
+
+
+@pytest.mark.parametrize("ends_at", [1, 4, 9, 20, 40, 59, 90, 300, 1800])
+def test_an_end_is_noticed_within_a_fifth_of_the_batch_age_and_never_later_than_the_interval(ends_at):
+    policy = PollPolicy(poll_interval=60)
+    noticed = next(t for t in reads(policy, 0.0, 4000, first=0.5) if t >= ends_at)
+    assert noticed - ends_at <= min(max(BACKOFF_SHARE * noticed, FIRST_READ_AFTER), 60)
+    if ends_at <= 50:
+        assert noticed - ends_at <= 10
+
+
+def test_after_the_first_minutes_a_batch_is_read_no_more_often_than_every_interval():
+    policy = PollPolicy(poll_interval=60)
+    backing_off = reads(policy, 0.0, 3600, first=0.5)
+    fixed = reads(PollPolicy(poll_interval=60, fixed=True), 0.0, 3600, first=0.5)
+    late = [t for t in backing_off if t >= 60 / BACKOFF_SHARE]
+    assert all(b - a == pytest.approx(60) for a, b in itertools.pairwise(late))
+    # What the fast start costs a batch read alone: a one-off, under 25 reads (a triggerer's board shares them).
+    assert len(backing_off) - len(fixed) < 25

@@ -104,9 +104,10 @@ def test_submit_defers_to_the_trigger_after_pushing_the_batch_id(openai_conn, tm
     assert ctx["ti"].pushed["batch_id"] == trigger.batch_id
     assert trigger.deadline is not None and trigger.deadline > time.time()
     assert TEST_API_KEY not in json.dumps(trigger.serialize()[1])
-    metadata = OpenAIBatchHook().get_batch(trigger.batch_id).metadata
-    assert metadata["airflow_map_index"] == "3"
-    assert metadata["idempotency_key"] == op.idempotency_key()
+    batch = OpenAIBatchHook().get_batch(trigger.batch_id)
+    assert batch.metadata["airflow_map_index"] == "3"
+    assert batch.metadata["idempotency_key"] == op.idempotency_key()
+    assert trigger.created_at == batch.created_at  # the trigger's first read keeps to the schedule
 
 
 def test_a_retry_reattaches_to_the_batch_it_already_created(openai_conn, tmp_path, slow_batches):

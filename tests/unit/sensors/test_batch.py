@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ try:  # the Task SDK's exceptions module has it from Airflow 3.1; common-compat 
 except ImportError:
     from airflow.exceptions import AirflowRescheduleException  # type: ignore[no-redef]
 
+from airflow_provider_openai_batch.core.polling import FIRST_READ_AFTER
 from airflow_provider_openai_batch.exceptions import BatchFailedError, BatchIncompleteError, BatchLostError
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.sensors.batch import ERRORS_KEY, OpenAIBatchSensor
@@ -79,6 +81,33 @@ def test_reschedule_mode_frees_the_slot_until_the_batch_ends(openai_conn, tmp_pa
             sensor(batch_id, mode="reschedule").execute(sensor_context())
     wait_until_status(batch_id, "completed")
     assert sensor(batch_id, mode="reschedule").execute(sensor_context())["status"] == "completed"
+
+
+def test_reschedule_mode_comes_back_on_the_read_schedule_not_after_the_whole_poke_interval(
+    openai_conn, tmp_path, emulator
+):
+    with knobs(emulator, in_progress_seconds=30):
+        batch_id = submit(tmp_path, [request("a")])
+        young = OpenAIBatchSensor(task_id="wait", batch_id=batch_id, poke_interval=60, mode="reschedule")
+        with pytest.raises(AirflowRescheduleException) as rescheduled:
+            young.execute(sensor_context())
+        backoff = OpenAIBatchSensor(
+            task_id="wait", batch_id=batch_id, poke_interval=60, mode="reschedule", exponential_backoff=True
+        )
+        with pytest.raises(AirflowRescheduleException) as airflows:
+            backoff.execute(sensor_context())
+    # A batch seconds old is read again after the schedule's first step; Airflow's own backoff is kept on request.
+    wait = (rescheduled.value.reschedule_date - datetime.now(UTC)).total_seconds()
+    assert 0 < wait <= FIRST_READ_AFTER
+    assert (airflows.value.reschedule_date - datetime.now(UTC)).total_seconds() > 2 * FIRST_READ_AFTER
+
+
+def test_a_deferring_sensor_hands_the_batch_creation_time_to_the_trigger(openai_conn, tmp_path, emulator):
+    with knobs(emulator, in_progress_seconds=30):
+        batch_id = submit(tmp_path, [request("a")])
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor(batch_id, deferrable=True).execute(sensor_context())
+    assert deferred.value.trigger.created_at == OpenAIBatchHook().get_batch(batch_id).created_at
 
 
 def test_deferrable_mode_defers_without_owning_the_batch(openai_conn, tmp_path, emulator):

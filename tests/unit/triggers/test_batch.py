@@ -8,10 +8,12 @@ import time
 
 import pytest
 
+from airflow_provider_openai_batch.core.polling import FIRST_READ_AFTER
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.triggers import batch as batch_trigger
 from airflow_provider_openai_batch.triggers.batch import QUIET_POLLS_PER_LINE, OpenAIBatchTrigger
 from tests.conftest import TEST_API_KEY
+from tests.unit.operators.test_submit import knobs
 
 
 def line(custom_id: str) -> str:
@@ -45,11 +47,12 @@ async def first_event(trigger: OpenAIBatchTrigger):
 
 
 def test_serialize_round_trips_and_carries_no_secret():
-    trigger = OpenAIBatchTrigger("batch_1", "openai_default", poll_interval=5, deadline=1234.5)
+    trigger = OpenAIBatchTrigger("batch_1", "openai_default", poll_interval=5, deadline=1234.5, created_at=1000)
     path, kwargs = trigger.serialize()
     assert path == "airflow_provider_openai_batch.triggers.batch.OpenAIBatchTrigger"
     assert OpenAIBatchTrigger(**kwargs).serialize() == (path, kwargs)
     assert kwargs["deadline"] == 1234.5
+    assert kwargs["created_at"] == 1000  # a rebuilt trigger keeps the batch's schedule
     assert TEST_API_KEY not in json.dumps(kwargs)
 
 
@@ -159,3 +162,34 @@ async def test_on_a_crowded_triggerer_polls_that_change_nothing_write_a_line_onl
     monkeypatch.setattr(batch_trigger, "EVERY_POLL_UP_TO", 0)  # as if the board swept more batches than that
     polls, progress = await quiet_wait(batch_id, openai_conn, emulator, capsys, monkeypatch)
     assert 2 <= len(progress) <= len(polls) // QUIET_POLLS_PER_LINE + 1
+
+
+async def counted_reads(openai_conn, monkeypatch) -> list[float]:
+    """The times the trigger's shared client reads a batch by id."""
+    client = await OpenAIBatchHook(openai_conn).get_shared_async_client()
+    reads: list[float] = []
+    retrieve = client.batches.retrieve
+
+    async def counted(*args, **kwargs):
+        reads.append(time.time())
+        return await retrieve(*args, **kwargs)
+
+    monkeypatch.setattr(client.batches, "retrieve", counted)
+    return reads
+
+
+async def test_a_batch_ending_before_its_first_scheduled_read_is_read_once_at_its_turn(
+    openai_conn, emulator, tmp_path, monkeypatch
+):
+    reads = await counted_reads(openai_conn, monkeypatch)
+    hook = OpenAIBatchHook(openai_conn)
+    with knobs(emulator, in_progress_seconds=1.0):
+        path = tmp_path / "in.jsonl"
+        path.write_text(line("a") + "\n")
+        batch = hook.create_batch(input_file_id=hook.upload_file(path).id, endpoint="/v1/chat/completions")
+        trigger = OpenAIBatchTrigger(batch.id, openai_conn, poll_interval=60, created_at=batch.created_at)
+        event = await first_event(trigger)
+    assert event["status"] == "completed"
+    # One read, not before the schedule's first (the emulator's created_at is whole seconds).
+    assert len(reads) == 1
+    assert reads[0] >= batch.created_at + FIRST_READ_AFTER
