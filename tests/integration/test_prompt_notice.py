@@ -27,8 +27,8 @@ def test_deferred_submits_notice_batches_done_in_three_seconds_well_before_the_p
     assert run.state == "success"
     out = capsys.readouterr().out.splitlines()
     for index in (0, 1):  # the two shards' submits, one after the other
-        ti = run.get_task_instance("submit_batch", map_index=index)
-        batch = ti.xcom_pull(task_ids="submit_batch", map_indexes=index)["batch"]
+        ti = run.get_task_instance("sentiment.submit_batch", map_index=index)
+        batch = ti.xcom_pull(task_ids="sentiment.submit_batch", map_indexes=index)["batch"]
         assert batch["status"] == "completed"
         # On a fixed schedule the trigger read at deferral and then not before 60 s.
         assert ti.end_date.timestamp() - batch["created_at"] < POLL_INTERVAL
