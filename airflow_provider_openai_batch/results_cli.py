@@ -118,11 +118,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         f"input_tokens={counts['input_tokens']} output_tokens={counts['output_tokens']} cost_usd={counts['cost_usd']}"
     )
     for found in report.anomalies:
-        print(
-            f"warning: {found['duplicate_lines']} duplicate line(s), {found['unknown_custom_ids']} unknown "
-            f"custom_id(s), {found['unparseable_lines']} unparseable line(s) were counted and not written",
-            file=sys.stderr,
-        )
+        print(f"warning: {found.describe()} were counted and not written", file=sys.stderr)
     print(f"wrote {report.staged_rows} rows to {args.dest} ({fmt})")
     return 0
 
@@ -132,7 +128,7 @@ def _check_answers_belong(report: Any, args: argparse.Namespace) -> None:
     if args.allow_unknown:
         return
     counts = report.counts.to_dict()
-    unknown = sum(found["unknown_custom_ids"] for found in report.anomalies)
+    unknown = sum(found.unknown_custom_ids for found in report.anomalies)
     unanswered = counts["missing"] + counts["expired"] + counts["cancelled"]
     joined = counts["requests"] - unanswered
     if unknown > joined:

@@ -18,7 +18,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, Context, ObjectSto
 from airflow_provider_openai_batch.core.cache.settings import check_mode, writes
 from airflow_provider_openai_batch.core.collect.processes import AUTO, check_processes, resolve_processes
 from airflow_provider_openai_batch.core.collect.retries import RetryPolicy, RetryShardWriter
-from airflow_provider_openai_batch.core.handoffs import BatchRef, CollectionState, ShardRef, Submitted
+from airflow_provider_openai_batch.core.handoffs import CollectionState, ShardRef, Submitted
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.exceptions import (
@@ -190,24 +190,22 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
 
         choose_returning_pool()
 
-        event = check_event(event)
+        read = check_event(event)
         if state is None:  # Airflow 3.0's dag.test() resumes without the deferral's kwargs
             ti = context["ti"]
             state = ti.xcom_pull(task_ids=ti.task_id, key=STATE_XCOM_KEY, map_indexes=ti.map_index)
         if state is None:
             raise BatchLostError(
-                "resumed without the collection state; clear the task to start over", batch_id=event["batch_id"]
+                "resumed without the collection state; clear the task to start over", batch_id=read.batch_id
             )
         collection = CollectionState.from_json(state)
-        if event["status"] == "timeout":
-            self.timed_out(event["batch_id"], event.get("batch_status"))
-        if event["status"] == "error":
-            raise BatchLostError(
-                f"Lost track of retry batch {event['batch_id']}: {event['message']}", batch_id=event["batch_id"]
-            )
+        if read.status == "timeout":
+            self.timed_out(read.batch_id, read.batch_status)
+        if read.status == "error":
+            raise BatchLostError(f"Lost track of retry batch {read.batch_id}: {read.message}", batch_id=read.batch_id)
         for item in collection.items:
-            if item.batch.id == event["batch_id"]:
-                item.batch = BatchRef.from_json(event["batch"])
+            if item.batch.id == read.batch_id:
+                item.batch = read.ended()
         with pool_that_returns_memory():
             return self._wait(context, collection)
 
@@ -358,12 +356,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         state.anomalies = anomalies.to_dict()
         for found in report.anomalies:
             self.log.warning(
-                "Batch %s output had %d duplicate line(s), %d unknown custom_id(s), %d unparseable line(s); "
-                "they were counted and not written",
-                found["batch_id"],
-                found["duplicate_lines"],
-                found["unknown_custom_ids"],
-                found["unparseable_lines"],
+                "Batch %s output had %s; they were counted and not written", found.batch_id, found.describe()
             )
         self.log.info(
             "Attempt %d: %d final row(s) staged, %d request(s) to retry",

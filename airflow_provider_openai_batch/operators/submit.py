@@ -131,14 +131,12 @@ class OpenAIBatchSubmitOperator(BatchWaiting, BaseOperator):
         deadline: float | None = None,
         waits: int = 0,
     ) -> dict[str, Any]:
-        event = check_event(event)
-        if event["status"] == "timeout":
-            self.timed_out(event["batch_id"], event.get("batch_status"))
-        if event["status"] == "error":
-            raise BatchLostError(
-                f"Lost track of batch {event['batch_id']}: {event['message']}", batch_id=event["batch_id"]
-            )
-        return self._on_end(context, BatchRef.from_json(event["batch"]), attempt, deadline, waits)
+        read = check_event(event)
+        if read.status == "timeout":
+            self.timed_out(read.batch_id, read.batch_status)
+        if read.status == "error":
+            raise BatchLostError(f"Lost track of batch {read.batch_id}: {read.message}", batch_id=read.batch_id)
+        return self._on_end(context, read.ended(), attempt, deadline, waits)
 
     def resubmit(
         self,

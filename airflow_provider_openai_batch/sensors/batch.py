@@ -25,7 +25,7 @@ from airflow_provider_openai_batch.exceptions import (
 from airflow_provider_openai_batch.hooks.openai_batch import TRANSIENT_ERRORS, OpenAIBatchHook
 from airflow_provider_openai_batch.links.batch import OpenAIBatchLink
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
-from airflow_provider_openai_batch.triggers.events import batch_summary, check_event, failure_message
+from airflow_provider_openai_batch.triggers.events import batch_ref, check_event, failure_message
 
 if TYPE_CHECKING:
     from openai.types import Batch
@@ -129,7 +129,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
         self.log.info(Progress.from_batch(batch).line(time.time()))
         if self.policy.after_status(batch.status, time.time()) != "done":
             return False
-        return PokeReturnValue(is_done=True, xcom_value=self._outcome(batch_summary(batch)))
+        return PokeReturnValue(is_done=True, xcom_value=self._outcome(batch_ref(batch)))
 
     def _get_next_poke_interval(self, started_at: Any, run_duration: Callable[[], float], poke_count: int) -> float:
         """The wait before the next poke (``reschedule`` mode too): the trigger's schedule."""
@@ -139,20 +139,17 @@ class OpenAIBatchSensor(BaseSensorOperator):
         return self.policy.read_delay(time.time(), seen.created_at, Progress.from_batch(seen))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        event = check_event(event)
-        if event["status"] == "timeout":
+        read = check_event(event)
+        if read.status == "timeout":
             raise AirflowSensorTimeout(
-                f"Batch {self.batch_id} was still {event.get('batch_status') or 'running'} after the sensor's "
+                f"Batch {self.batch_id} was still {read.batch_status or 'running'} after the sensor's "
                 f"timeout of {self.timeout:.0f}s; the batch was left running."
             )
-        if event["status"] == "error":
-            raise BatchLostError(
-                f"Lost track of batch {event['batch_id']}: {event['message']}", batch_id=event["batch_id"]
-            )
-        return self._outcome(event["batch"])
+        if read.status == "error":
+            raise BatchLostError(f"Lost track of batch {read.batch_id}: {read.message}", batch_id=read.batch_id)
+        return self._outcome(read.ended())
 
-    def _outcome(self, summary: dict[str, Any]) -> dict[str, Any]:
-        batch = BatchRef.from_json(summary)
+    def _outcome(self, batch: BatchRef) -> dict[str, Any]:
         if batch.status == "failed":
             raise BatchFailedError(failure_message(batch), batch_id=batch.id)
         if batch.status in ("expired", "cancelled"):
@@ -163,7 +160,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
                     status=batch.status,
                 )
             self.log.warning("Batch %s ended %s: only part of its requests have results", batch.id, batch.status)
-        return summary
+        return batch.to_json()
 
     # The error count lives in the task state store when there is one: in reschedule mode each
     # poke runs in a new process, and an attribute would reset to zero every time.

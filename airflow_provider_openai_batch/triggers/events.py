@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from airflow_provider_openai_batch.core.handoffs import BatchRef
 from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES
 from airflow_provider_openai_batch.exceptions import BatchLostError
@@ -56,14 +58,35 @@ def timeout_event(batch_id: str, deadline: float | None, batch_status: str | Non
 KNOWN_EVENT_STATUSES = TERMINAL_STATUSES | {"error", "timeout"}
 
 
-def check_event(event: Any) -> dict[str, Any]:
-    """Refuse an event we did not make: an unknown status must fail loudly, not pass as success."""
-    if not isinstance(event, dict) or event.get("status") not in KNOWN_EVENT_STATUSES or not event.get("batch_id"):
+class BatchEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """A trigger event as the operators and the sensor read it: a batch's end, an error or a timeout."""
+
+    status: str
+    batch_id: str
+    batch: dict[str, Any] | None = None  # an ended batch's summary (``batch_summary``)
+    message: str | None = None  # an error's
+    deadline: float | None = None  # a timeout's
+    batch_status: str | None = None  # a timeout's: the status the batch was still in
+
+    def ended(self) -> BatchRef:
+        """The ended batch (the event of a terminal status always carries it)."""
+        if self.batch is None:
+            raise BatchLostError(f"trigger event for batch {self.batch_id} has no batch", batch_id=self.batch_id)
+        return BatchRef.from_json(self.batch)
+
+
+def check_event(event: Any) -> BatchEvent:
+    """Read an event back; refuse one we did not make: an unknown status must fail loudly, not pass as success."""
+    try:
+        read = msgspec.convert(event, BatchEvent, strict=False)
+    except msgspec.ValidationError:
+        read = None
+    if read is None or read.status not in KNOWN_EVENT_STATUSES or not read.batch_id:
         batch_id = event.get("batch_id") if isinstance(event, dict) else None
         raise BatchLostError(
             f"unexpected trigger event: {event!r}", batch_id=batch_id if isinstance(batch_id, str) else None
         )
-    return event
+    return read
 
 
 def failure_message(batch: BatchRef, path: str | None = None) -> str:

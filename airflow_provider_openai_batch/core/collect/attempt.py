@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -113,6 +113,22 @@ class FileRanges:
         return [file_range_lines(*piece) for piece in self.pieces]
 
 
+@dataclass(frozen=True)
+class BatchAnomalies:
+    """Lines of one batch's output that were counted and not written."""
+
+    batch_id: str
+    duplicate_lines: int
+    unknown_custom_ids: int
+    unparseable_lines: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.duplicate_lines} duplicate line(s), {self.unknown_custom_ids} unknown custom_id(s), "
+            f"{self.unparseable_lines} unparseable line(s)"
+        )
+
+
 @dataclass
 class AttemptReport:
     """What one attempt produced: final rows staged, requests set aside, anomalies per batch."""
@@ -121,7 +137,7 @@ class AttemptReport:
     staged_rows: int = 0
     retried: int = 0
     counts: ReconcileCounts = field(default_factory=ReconcileCounts)
-    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    anomalies: list[BatchAnomalies] = field(default_factory=list)
 
 
 @dataclass
@@ -174,7 +190,7 @@ def collect_attempt(
         report.counts.merge(reconciled.counts)
         if reconciled.counts.anomalies:
             found = {name: getattr(reconciled.counts, name) for name in ReconcileCounts.ANOMALIES}
-            report.anomalies.append({"batch_id": run.outcome.batch_id, **found})
+            report.anomalies.append(BatchAnomalies(run.outcome.batch_id, **found))
         if run.done is not None:
             run.done()
     return report

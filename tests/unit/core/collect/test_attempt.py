@@ -12,6 +12,7 @@ import pytest
 
 from airflow_provider_openai_batch.core.collect import attempt
 from airflow_provider_openai_batch.core.collect.attempt import (
+    BatchAnomalies,
     FileLines,
     FileLineSets,
     FileRanges,
@@ -89,7 +90,7 @@ def test_anomalies_are_reported_per_batch(tmp_path):
     lines = [chat_line("a"), chat_line("a"), chat_line("ghost"), b"{broken"]
     report = collect_attempt([run(0, ["a"], lines)], 1, stage)
     assert report.anomalies == [
-        {"batch_id": "batch-1-0", "duplicate_lines": 1, "unknown_custom_ids": 1, "unparseable_lines": 1}
+        BatchAnomalies("batch-1-0", duplicate_lines=1, unknown_custom_ids=1, unparseable_lines=1)
     ]
     assert report.staged_rows == 1
 
@@ -147,7 +148,7 @@ def test_worker_processes_stage_the_same_rows_in_the_same_order_as_one_process(t
     # 500s and the expired shard's 30 unanswered requests are retried; 400s and the rest are final
     assert serial_report.retried == 5 * 10 + 30
     assert serial_report.staged_rows == 5 * 150 - serial_report.retried
-    assert [a["batch_id"] for a in serial_report.anomalies] == [f"batch-1-{shard}" for shard in range(5)]
+    assert [a.batch_id for a in serial_report.anomalies] == [f"batch-1-{shard}" for shard in range(5)]
     assert serial_rest[2] == [0, 1, 2, 3, 4]  # each run's ``done``, in order, in this process
 
 
@@ -215,7 +216,7 @@ def test_a_shard_split_into_line_ranges_stages_the_rows_of_a_serial_run_in_its_o
     split_report.counts.cost_usd = serial_report.counts.cost_usd  # summed in another order
     assert split_report == serial_report
     assert serial_report.anomalies == [
-        {"batch_id": "batch-1-0", "duplicate_lines": 11, "unknown_custom_ids": 1, "unparseable_lines": 1}
+        BatchAnomalies("batch-1-0", duplicate_lines=11, unknown_custom_ids=1, unparseable_lines=1)
     ]
     # 500s, timeouts and the expired batch's unanswered requests are retried; the rest is final
     assert (serial_report.retried, serial_report.staged_rows) == (10 + 100 + 200, 1200 - 310)
