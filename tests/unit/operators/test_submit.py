@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,8 +19,10 @@ from airflow.providers.common.compat.sdk import TaskDeferred
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 
 from airflow_provider_openai_batch.core.handoffs import ShardRef
+from airflow_provider_openai_batch.core.polling import FIRST_READ_AFTER
 from airflow_provider_openai_batch.exceptions import BatchFailedError, BatchLostError, BatchTimeoutError
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.operators import submit as submit_module
 from airflow_provider_openai_batch.operators.batch_lifecycle import idempotency_key
 from airflow_provider_openai_batch.operators.submit import STATE_KEY, OpenAIBatchSubmitOperator
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
@@ -421,3 +424,23 @@ def test_the_worker_wait_gives_up_after_consecutive_api_errors(openai_conn, tmp_
     op = operator({}, conn_id="no_retry", deferrable=False, max_consecutive_errors=3)
     with knobs(emulator, http_500_rate=1.0), pytest.raises(BatchLostError, match="3 consecutive API errors"):
         op._wait_here(op.hook, batch.id, None)
+
+
+def test_the_worker_wait_reads_on_the_schedule_with_poll_interval_as_its_ceiling(
+    openai_conn, tmp_path, emulator, monkeypatch
+):
+    hook = OpenAIBatchHook()
+    slept: list[float] = []
+    real_sleep = time.sleep
+    # The operator's clock, with its sleeps recorded and cut short.
+    clock = SimpleNamespace(time=time.time, sleep=lambda seconds: (slept.append(seconds), real_sleep(0.3)))
+    monkeypatch.setattr(submit_module, "time", clock)
+    with knobs(emulator, in_progress_seconds=0.8):
+        batch = hook.create_batch(
+            input_file_id=hook.upload_file(make_shard(tmp_path, [request("a")]).path).id,
+            endpoint="/v1/chat/completions",
+        )
+        op = OpenAIBatchSubmitOperator(task_id="submit", shard={}, poll_interval=60, deferrable=False)
+        assert op._wait_here(op.hook, batch.id, None).status == "completed"
+    # A batch seconds old is read again after the schedule's first step, not after the 60 s ceiling.
+    assert slept and all(seconds == FIRST_READ_AFTER for seconds in slept)
