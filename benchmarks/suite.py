@@ -51,7 +51,7 @@ TARGETS = {  # ratio to floor, from the build/validate, submit/wait and results 
 TARGET_RECORDS = 1_200_000  # the ratio targets are set at the article's size; at 120k fixed costs weigh more
 RSS_FLAT = 1.10  # peak RSS at 1.2M within 10% of that at 120k
 TRANSFER_RSS_MB = 64  # upload/download of a 200 MB shard add at most this much
-PARTS = ("sizes", "transfer", "triggerer", "notice_latency")  # what --only picks from
+PARTS = ("sizes", "transfer", "triggerer", "notice_latency", "warm_cache")  # what --only picks from
 
 
 # -- the work, child side -------------------------------------------------------------------------
@@ -106,6 +106,116 @@ def build_naive(n: int, work: Path) -> None:
 
 def build_ours(n: int, work: Path) -> None:
     bench_build._build(n, work)
+
+
+def _changed_records(n: int):
+    """The bench records with every tenth text changed: 10% new requests for a warm cache."""
+    for record in bench_build.records(n):
+        if int(record["id"][-9:]) % 10 == 0:
+            record = {**record, "text": record["text"] + " (changed)"}
+        yield record
+
+
+def _builder() -> Any:
+    from airflow_provider_openai_batch.core.build.requests import RequestBuilder, RequestTemplate
+
+    template = RequestTemplate(
+        endpoint=bench_build.URL, model=bench_build.MODEL, messages=bench_build.MESSAGES, body=bench_build.BODY
+    )
+    return RequestBuilder(template, "id", answer_keys=True)
+
+
+def build_warm_cache_prepare(n: int, work: Path) -> None:
+    """A cache of ``n`` answers, one per unchanged bench record (not timed as the stage)."""
+    import pyarrow as pa
+
+    from airflow_provider_openai_batch.core.cache.keys import k64
+    from airflow_provider_openai_batch.core.cache.store import ENTRY_SCHEMA, EntryWriter, LocalParts
+
+    writer = EntryWriter(LocalParts(str(work / "cache")))
+    now = pa.scalar(int(time.time() * 1000), pa.int64()).cast(ENTRY_SCHEMA.field("cached_at").type)
+    for chunk in _builder().chunks(bench_build.records(n)):
+        count = len(chunk.ids)
+        given = {
+            "k64": pa.array([k64(key) for key in chunk.keys], pa.int64()),
+            "key": pa.array(chunk.keys, pa.binary(32)),
+            "cached_at": pa.repeat(now, count),
+            "source_custom_id": pa.array(chunk.ids),
+            "content": pa.repeat(pa.scalar("positive"), count),
+            "model": pa.repeat(pa.scalar(bench_build.MODEL), count),
+            "cost_usd": pa.repeat(pa.scalar(0.0000045), count),
+        }
+        columns = [given.get(f.name, pa.nulls(count, f.type)).cast(f.type) for f in ENTRY_SCHEMA]
+        writer.add(pa.RecordBatch.from_arrays(columns, schema=ENTRY_SCHEMA))
+    writer.commit()
+
+
+def build_warm_cache(n: int, work: Path) -> dict[str, Any]:
+    """The build with the cache on: 90% of the records answered by a cache of ``n`` entries."""
+    import pyarrow.parquet as pq
+
+    from airflow_provider_openai_batch.core.build.building import write_requests_cached
+    from airflow_provider_openai_batch.core.cache.lookup import HIT_SCHEMA, CacheLookup
+    from airflow_provider_openai_batch.core.cache.store import LocalParts
+    from airflow_provider_openai_batch.core.shards import ShardWriter
+
+    class TimedLookup(CacheLookup):  # the lookup's own cost: spilling the keys, then joining them with the cache
+        adding = joining = 0.0
+
+        def add(self, *args: Any) -> None:
+            start = time.perf_counter()
+            super().add(*args)
+            self.adding += time.perf_counter() - start
+
+        def hits(self) -> Any:
+            found = super().hits()
+            while True:
+                start = time.perf_counter()
+                table = next(found, None)
+                self.joining += time.perf_counter() - start
+                if table is None:
+                    return
+                yield table
+
+    shards_dir = work / "warm-shards"
+    shards_dir.mkdir(exist_ok=True)
+    lookup = TimedLookup(LocalParts(str(work / "cache")))
+    writer = ShardWriter(bench_build._opener(shards_dir), "bench")
+    with pq.ParquetWriter(work / "hits.parquet", HIT_SCHEMA) as hits:
+        shards, found = write_requests_cached(_changed_records(n), _builder(), writer, lookup, hits.write_table)
+    return {
+        "sent": sum(s.requests for s in shards),
+        "cached": found.requests,
+        "lookup_add_seconds": lookup.adding,
+        "lookup_join_seconds": lookup.joining,
+    }
+
+
+def run_warm_cache(n: int, root: Path) -> list[dict]:
+    """Build with a warm cache of ``n`` entries and 10% new records, against the build floor."""
+    work = root / f"warm-{n}"
+    work.mkdir(parents=True, exist_ok=True)
+    measure("build_warm_cache_prepare", n, work)
+    ours = floor = cold = None
+    for _ in range(3):  # taken in turns, the best of three (a shared machine is noisy)
+        ours = _best(ours, measure("build_warm_cache", n, work))
+        floor = _best(floor, measure("build_floor", n, work))
+        cold = _best(cold, measure("build_ours", n, work))
+    assert ours is not None
+    assert floor is not None
+    assert cold is not None
+    adding, joining = ours.pop("lookup_add_seconds"), ours.pop("lookup_join_seconds")
+    lookup = adding + joining
+    extra = {
+        "sent": ours.pop("sent"),
+        "cached": ours.pop("cached"),
+        "lookup_seconds": round(lookup, 2),
+        "lookup_add_seconds": round(adding, 2),
+        "lookup_join_seconds": round(joining, 2),
+        "ratio_to_floor_less_lookup": round((ours["seconds"] - lookup) / floor["seconds"], 2),
+        "cold_build_seconds": round(cold["seconds"], 2),
+    }
+    return [stage_row("build_warm_cache", n, ours, floor, None, **extra)]
 
 
 def _shard_paths(work: Path) -> list[str]:
@@ -635,6 +745,8 @@ def main() -> int:
         rows.append(run_triggerer(args.size == "small"))
     if "notice_latency" in parts:
         rows.append(run_notice(args.size == "small"))
+    if "warm_cache" in parts:
+        rows += run_warm_cache(sizes[-1], root)
     flat = flatness(rows, sizes)
     if args.only and args.output.exists():  # keep the rows of the parts not run
         kept = json.loads(args.output.read_text())

@@ -18,7 +18,8 @@ from airflow_provider_openai_batch.core.limits import (
 )
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.core.shards import Manifest, Shard, ShardWriter
-from airflow_provider_openai_batch.hooks.storage import StorageParts, as_storage_path, atomic_open, opener_under
+from airflow_provider_openai_batch.hooks.answer_cache import CacheSpec, answer_store, has_answers, table_of
+from airflow_provider_openai_batch.hooks.storage import as_storage_path, atomic_open, opener_under
 
 if TYPE_CHECKING:
     from airflow_provider_openai_batch.core.build.building import CacheHits, JobEstimate
@@ -78,8 +79,9 @@ class OpenAIBatchBuildOperator(BaseOperator):
     :param prices: Batch price overrides (a mapping or a JSON file path) on top of the packaged table.
     :param max_cost_usd: fail before anything is uploaded when the estimated cost (with every
         request writing its full output limit) is above this.
-    :param cache: the answer cache, a folder (local path or ``ObjectStoragePath`` URI) of Parquet
-        parts; off (None) by default. A request whose answer is there (same endpoint and body,
+    :param cache: the answer cache: a folder (local path or ``ObjectStoragePath`` URI) of Parquet
+        parts, or a table ``{"conn_id": ..., "table": ...}`` (``"conn_id:table"``) on a PostgreSQL or
+        SQLite connection; off (None) by default. A request whose answer is there (same endpoint and body,
         whatever the record or DAG) is not written to a shard: the results task delivers the
         cached answer (docs/cache.md).
     :param cache_mode: ``read-write`` (default), ``read-only`` (use answers, never add) or
@@ -124,7 +126,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
         token_estimate: TokenEstimate = "sample",
         prices: Mapping[str, Any] | str | None = None,
         max_cost_usd: float | None = None,
-        cache: str | None = None,
+        cache: CacheSpec | None = None,
         cache_mode: str = "read-write",
         cache_max_age: timedelta | float | None = None,
         cache_nondeterministic: bool = False,
@@ -164,6 +166,8 @@ class OpenAIBatchBuildOperator(BaseOperator):
         self.token_estimate = token_estimate
         self.prices = prices
         self.max_cost_usd = max_cost_usd
+        if cache is not None:
+            table_of(cache)  # a malformed table spec fails at parse time
         self.cache = cache
         self.cache_mode = check_mode(cache_mode)
         self.cache_max_age = max_age_seconds(cache_max_age)
@@ -194,13 +198,11 @@ class OpenAIBatchBuildOperator(BaseOperator):
         )
         if self.max_tokens_per_shard is not None and builder.output_tokens is None:
             raise OpenAIBatchInputError(f"max_tokens_per_shard needs a token estimate: {builder.token_note}")
-        from airflow_provider_openai_batch.core.cache.store import listed
-
         cache = self._cache_use(template)
         hits = None
         hits_path = job_dir / "cache" / "hits.parquet"
         hits_path.unlink(missing_ok=True)
-        if cache is not None and reads(self.cache_mode) and listed(cache):  # an empty cache: one pass
+        if cache is not None and reads(self.cache_mode) and has_answers(cache):  # an empty cache: one pass
             shards, hits = self._write_with_cache(builder, writer, cache, hits_path)
         else:
             shards = write_requests(self._records(), builder, writer)
@@ -249,7 +251,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
 
     # -- the answer cache ---------------------------------------------------------------------
 
-    def _cache_use(self, template: RequestTemplate) -> StorageParts | None:
+    def _cache_use(self, template: RequestTemplate) -> Any:
         """The cache's parts, unless it is off or this job's answers vary from run to run (logged)."""
         from airflow_provider_openai_batch.core.cache.keys import nondeterministic
 
@@ -265,10 +267,10 @@ class OpenAIBatchBuildOperator(BaseOperator):
             return None
         if why is not None:
             self.log.info("Answer cache used although %s: cache_nondeterministic=True", why)
-        return StorageParts(self.cache)
+        return answer_store(self.cache)
 
     def _write_with_cache(
-        self, builder: RequestBuilder, writer: ShardWriter, cache: StorageParts, hits_path: Any
+        self, builder: RequestBuilder, writer: ShardWriter, cache: Any, hits_path: Any
     ) -> tuple[list[Shard], CacheHits]:
         import pyarrow.parquet as pq
 
@@ -280,12 +282,12 @@ class OpenAIBatchBuildOperator(BaseOperator):
         with atomic_open(hits_path) as handle, pq.ParquetWriter(handle, HIT_SCHEMA) as out:
             return write_requests_cached(self._records(), builder, writer, lookup, out.write_table)
 
-    def _cache_extra(self, cache: StorageParts | None, hits: CacheHits | None, hits_path: Any) -> dict[str, Any]:
+    def _cache_extra(self, cache: Any, hits: CacheHits | None, hits_path: Any) -> dict[str, Any]:
         """What the results task needs: where cached answers are, and whether to add the new ones."""
         if cache is None:
             return {"uri": None, "hits": 0}
         return {
-            "uri": self.cache,
+            "uri": dict(self.cache) if isinstance(self.cache, Mapping) else self.cache,
             "mode": self.cache_mode,
             "store": writes(self.cache_mode),
             "hits": hits.requests if hits else 0,

@@ -28,9 +28,9 @@ from airflow_provider_openai_batch.exceptions import (
     OpenAIBatchInputError,
     ReconcileError,
 )
+from airflow_provider_openai_batch.hooks.answer_cache import CacheSpec, answer_store, entry_writer, table_of
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.hooks.storage import (
-    StorageParts,
     as_storage_path,
     atomic_open,
     iter_lines,
@@ -129,7 +129,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         wait_timeout: timedelta | None = timedelta(hours=48),
         reconcile_processes: int | str = AUTO,
         max_consecutive_errors: int = 5,
-        cache: str | None = None,
+        cache: CacheSpec | None = None,
         cache_mode: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -153,6 +153,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         self.wait_timeout = wait_timeout
         self.max_consecutive_errors = max_consecutive_errors
         self.reconcile_processes = check_processes(reconcile_processes)
+        if cache is not None:
+            table_of(cache)  # a malformed table spec fails at parse time
         self.cache = cache
         self.cache_mode = None if cache_mode is None else check_mode(cache_mode)
 
@@ -298,9 +300,7 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         mode = self.cache_mode or cache.get("mode") or "read-write"
         if not uri or not writes(mode) or (not self.cache and not cache.get("store")):
             return None
-        from airflow_provider_openai_batch.core.cache.store import EntryWriter
-
-        return EntryWriter(StorageParts(uri))
+        return entry_writer(answer_store(uri))
 
     def _run(self, hook: OpenAIBatchHook, job_id: str, item: Submitted, attempt: int) -> ShardRun:
         """A run that streams the shard from storage and the batch's files from the API."""
@@ -476,7 +476,8 @@ class OpenAIBatchResultsOperator(BatchWaiting, BaseOperator):
         from airflow.providers.openlineage.extractors import OperatorLineage
 
         outputs = getattr(self, "_lineage_outputs", [])
-        inputs = [lineage_dataset(Submitted.from_json(item).shard.path) for item in _each(self.batches or ())]
+        paths = [Submitted.from_json(item).shard.path for item in _each(self.batches or ())]
+        inputs = [lineage_dataset(path) for path in paths if path]  # "": the cache answered the whole job
         return OperatorLineage(
             inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],
             outputs=[Dataset(namespace=ns, name=name) for ns, name in outputs],

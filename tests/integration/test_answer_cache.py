@@ -42,12 +42,18 @@ def job(airflow_db, emulator, tmp_path, monkeypatch):
     client = OpenAI(base_url=emulator.base_url, api_key=TEST_API_KEY)
     seen: set[str] = set()
 
-    def run(dag_id: str = "openai_batch_quickstart", max_attempts: int | None = None) -> tuple[int, list[dict]]:
+    def run(
+        dag_id: str = "openai_batch_quickstart", max_attempts: int | None = None, cache_mode: str | None = None
+    ) -> tuple[int, list[dict]]:
         """One run: (requests sent in new batches, the delivered rows by custom_id)."""
         dag = load_example_dag(dag_id)
         (collect,) = [task_id for task_id in dag.task_ids if task_id.endswith("collect_results")]
         if max_attempts is not None:
             dag.get_task(collect).policy = RetryPolicy(max_attempts)
+        if cache_mode is not None:
+            (build,) = [task_id for task_id in dag.task_ids if task_id.endswith("build_requests")]
+            dag.get_task(build).cache_mode = cache_mode
+            dag.get_task(collect).cache_mode = cache_mode
         dag_run = dag.test()
         assert dag_run.state == "success"
         batches = [b for b in client.batches.list(limit=100) if b.id not in seen]
@@ -113,3 +119,23 @@ def test_failed_and_expired_requests_are_sent_again_next_run(job, emulator):
     assert sent == 200 - len(answered)
     assert {r["custom_id"] for r in second if r["cached"]} == {r["custom_id"] for r in answered}
     assert {r["status"] for r in second} == {"succeeded"}
+
+
+def test_read_only_uses_the_cache_but_adds_nothing(job, tmp_path):
+    sent, _ = job(cache_mode="read-only")
+    assert sent == 200 and not list((tmp_path / "cache").glob("*.parquet"))
+    job()  # read-write fills it
+    parts = sorted((tmp_path / "cache").glob("*.parquet"))
+    sent, rows = job(cache_mode="read-only")
+    assert sent == 0 and all(r["cached"] for r in rows)
+    assert sorted((tmp_path / "cache").glob("*.parquet")) == parts
+
+
+def test_a_sql_table_serves_as_the_cache_too(job, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_CACHE_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "c.db")}))
+    monkeypatch.setenv("OPENAI_BATCH_CACHE", "cache_db:answer_cache")
+    sent, first = job()
+    assert sent == 200
+    sent, second = job()
+    assert sent == 0 and all(r["cached"] for r in second)
+    assert same_bar_run(first, second)

@@ -99,3 +99,10 @@ def test_shared_options_go_to_every_operator_that_takes_them():
     assert routed["build"] == {"key_field": "id"}
     assert routed["submit"] == {"conn_id": "acct2", "reattach": False}
     assert routed["results"] == {"conn_id": "acct2", "max_attempts": 2}
+
+
+def test_cache_options_go_to_the_build_and_the_collect():
+    routed = route_options({"cache": "s3://c@b/cache", "cache_mode": "read-only", "cache_max_age": 3600})
+    assert routed["build"] == {"cache": "s3://c@b/cache", "cache_mode": "read-only", "cache_max_age": 3600}
+    assert routed["results"] == {"cache": "s3://c@b/cache", "cache_mode": "read-only"}
+    assert routed["submit"] == {}

@@ -10,6 +10,9 @@ submittable. Imports nothing from Airflow.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from airflow_provider_openai_batch.core.build.requests import RequestBuilder
 from airflow_provider_openai_batch.core.cache.lookup import CacheLookup
@@ -98,7 +102,9 @@ class CacheHits:
     saved_usd: float = 0.0
 
 
-_SPILL = pa.schema([("custom_id", pa.string()), ("line", pa.binary()), ("tokens", pa.int64())])
+_SPILL = pa.schema([("custom_id", pa.string()), ("tokens", pa.int64())])
+SPILL_ROWS = 16_384  # requests per spilled batch of ids (their lines go to a plain file)
+_UNANSWERED = bytes.maketrans(b"\x00\x01", b"\x01\x00")
 
 
 def write_requests_cached(
@@ -113,58 +119,77 @@ def write_requests_cached(
     """Like :func:`write_requests`, but requests the cache answers are handed to ``hits_out``, not written.
 
     Whether a request is answered is known only once every key has been looked up, so the lines
-    wait in a local Arrow file (a record batch per chunk) and go to the shards in a second pass,
-    in record order, without the answered ones. ``builder`` must make answer keys.
+    wait in a local file (their ids and token counts beside it, as Arrow batches) and go to the
+    shards in a second pass, in record order, without the answered ones. ``builder`` must make
+    answer keys.
     """
-    spill = tempfile.NamedTemporaryFile(prefix="openai-batch-lines-", suffix=".arrows", dir=spill_dir)  # noqa: SIM115
+    folder = tempfile.mkdtemp(prefix="openai-batch-lines-", dir=spill_dir)
+    lines_path, ids_path = os.path.join(folder, "lines.jsonl"), os.path.join(folder, "ids.arrows")
     try:
-        with pa.OSFile(spill.name, "wb") as sink, pa.ipc.new_stream(sink, _SPILL) as out:
-            start = 0
-            for chunk in builder.chunks(records):
-                if start == 0:
-                    _probe("first-request", chunk.lines[0])
-                assert chunk.keys is not None, "the builder must make answer keys"
-                lookup.add(chunk.keys, chunk.ids, start)
-                tokens = (
-                    pa.array(chunk.tokens, pa.int64())
-                    if chunk.tokens is not None
-                    else pa.nulls(len(chunk.ids), pa.int64())
-                )
-                out.write_batch(
-                    pa.RecordBatch.from_arrays(
-                        [pa.array(chunk.ids, pa.string()), pa.array(chunk.lines, pa.binary()), tokens], schema=_SPILL
-                    )
-                )
-                start += len(chunk.ids)
+        start = _spill(records, builder, lookup, lines_path, ids_path)
         builder.forget_ids()
         answered = bytearray(start)
         saved = 0.0
         for table in lookup.hits():
             for position in table.column("position").to_pylist():
                 answered[position] = 1
-            saved += sum(cost for cost in table.column("cost_usd").to_pylist() if cost is not None)
+            saved += pc.sum(table.column("cost_usd")).as_py() or 0.0
             hits_out(table)
-        with pa.OSFile(spill.name) as source, pa.ipc.open_stream(source) as reader:
+        with open(lines_path, "rb", buffering=1 << 20) as lines_in, pa.ipc.open_stream(ids_path) as reader:
             position = 0
             for batch in reader:
                 count = batch.num_rows
+                lines = list(itertools.islice(lines_in, count))
                 flags = answered[position : position + count]
                 position += count
                 if flags.count(1) == count:
                     continue
-                ids, lines = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-                tokens = batch.column(2).to_pylist() if batch.column(2).null_count == 0 else None
+                ids = batch.column(0).to_pylist()
+                tokens = batch.column(1).to_pylist() if batch.column(1).null_count == 0 else None
                 if 1 in flags:
-                    keep = [i for i, flag in enumerate(flags) if not flag]
-                    ids, lines = [ids[i] for i in keep], [lines[i] for i in keep]
-                    tokens = None if tokens is None else [tokens[i] for i in keep]
+                    keep = flags.translate(_UNANSWERED)  # 1 where the line is to be sent
+                    ids, lines = list(itertools.compress(ids, keep)), list(itertools.compress(lines, keep))
+                    tokens = None if tokens is None else list(itertools.compress(tokens, keep))
                 writer.write_chunk(ids, lines, tokens)
     finally:
         writer.close()
         builder.forget_ids()
         lookup.close()
-        spill.close()
+        shutil.rmtree(folder, ignore_errors=True)
     return writer.shards, CacheHits(answered.count(1), saved)
+
+
+def _spill(
+    records: Iterable[Mapping[str, Any]], builder: RequestBuilder, lookup: CacheLookup, lines_path: str, ids_path: str
+) -> int:
+    """Render every record: its line to the lines file, its key to the lookup; the number of requests."""
+    start = 0
+    ids: list[str] = []
+    tokens: list[int] | None = []
+    with open(lines_path, "wb", buffering=1 << 20) as lines_out, pa.ipc.new_stream(ids_path, _SPILL) as ids_out:
+
+        def flush() -> None:
+            column = pa.array(tokens, pa.int64()) if tokens is not None else pa.nulls(len(ids), pa.int64())
+            ids_out.write_batch(pa.RecordBatch.from_arrays([pa.array(ids, pa.string()), column], schema=_SPILL))
+
+        for chunk in builder.chunks(records):
+            if start == 0:
+                _probe("first-request", chunk.lines[0])
+            assert chunk.keys is not None, "the builder must make answer keys"
+            lookup.add(chunk.keys, chunk.ids, start)
+            lines_out.write(b"".join(chunk.lines))
+            ids.extend(chunk.ids)
+            if tokens is not None and chunk.tokens is not None:
+                tokens.extend(chunk.tokens)
+            else:
+                tokens = None
+            start += len(chunk.ids)
+            if len(ids) >= SPILL_ROWS:
+                flush()
+                ids, tokens = [], ([] if tokens is not None else None)
+        if ids:
+            flush()
+    return start
 
 
 def _probe(path: str, line: bytes) -> None:

@@ -17,7 +17,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,8 +27,8 @@ from airflow_provider_openai_batch.core.cache.store import ENTRY_SCHEMA, CacheEr
 from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
 
 SPILL_BITS: Final = 6  # 64 spill files
-ROUND_KEYS: Final = 1 << 17  # request keys joined at a time
-FLUSH_ROWS: Final = 1 << 14
+ROUND_KEYS: Final = 1 << 15  # request keys joined at a time
+FLUSH_ROWS: Final = 1 << 16  # keys buffered before they are spilled (a few MB)
 _MAX_K64: Final = (1 << 63) - 1
 
 _REQUESTS = pa.schema(
@@ -55,12 +55,14 @@ class _Group:
 class CacheLookup:
     """The requests of one build, checked against the cache's parts once they have all been added.
 
-    :param parts: the cache.
+    :param store: the cache: Parquet parts, or any :class:`AnswerSource` (a SQL table).
     :param max_age: seconds; older answers are not used (``None``: any age).
     """
 
-    def __init__(self, parts: Parts, *, max_age: float | None = None, spill_dir: str | None = None) -> None:
-        self.parts = parts
+    def __init__(
+        self, store: Parts | AnswerSource, *, max_age: float | None = None, spill_dir: str | None = None
+    ) -> None:
+        self.store = store
         self.max_age = max_age
         self.requests = 0
         self._folder = tempfile.mkdtemp(prefix="openai-batch-lookup-", dir=spill_dir)
@@ -85,13 +87,14 @@ class CacheLookup:
             self._flush()
             for writer in self._writers.values():
                 writer.close()
-            groups = self._groups()
-            if not groups:
+            store = self.store
+            source = cast(AnswerSource, store) if hasattr(store, "matching") else PartsSource(cast(Parts, store))
+            if source.empty():
                 return
             cutoff = None if self.max_age is None else int((time.time() - self.max_age) * 1000)
             for numbers in self._rounds():
                 with pool_that_returns_memory():
-                    found = self._round(numbers, groups, cutoff)
+                    found = self._round(numbers, source, cutoff)
                 if found is not None and found.num_rows:
                     yield found
         finally:
@@ -114,10 +117,14 @@ class CacheLookup:
                 schema=_REQUESTS,
             )
             partition = pc.shift_right(k64s, 63 - SPILL_BITS)
-            for number in pc.unique(partition).to_pylist():
-                part = batch.filter(pc.equal(partition, number))
-                self._writer(number).write_batch(part)
-                self._counts[number] = self._counts.get(number, 0) + part.num_rows
+            order = pc.sort_indices(partition)
+            batch, partition = batch.take(order), partition.take(order)
+            offset = 0
+            for item in pc.value_counts(partition).to_pylist():  # ascending: the partitions were sorted
+                number, count = item["values"], item["counts"]
+                self._writer(number).write_batch(batch.slice(offset, count))
+                self._counts[number] = self._counts.get(number, 0) + count
+                offset += count
         self._buffer = ([], [], [])
 
     def _writer(self, number: int) -> pa.ipc.RecordBatchStreamWriter:
@@ -140,14 +147,44 @@ class CacheLookup:
 
     # -- join ---------------------------------------------------------------------------------
 
-    def _groups(self) -> list[_Group]:
+    def _round(self, numbers: list[int], source: AnswerSource, cutoff: int | None) -> pa.Table | None:
+        requests = pa.concat_tables(
+            pa.ipc.open_stream(os.path.join(self._folder, f"{n:02d}.arrows")).read_all() for n in numbers
+        )
+        shift = 63 - SPILL_BITS
+        low, high = numbers[0] << shift, ((numbers[-1] + 1) << shift) - 1
+        matched = source.matching(requests, low, high, cutoff)
+        if not matched:
+            return None
+        return _join(requests, _newest(pa.concat_tables(matched)))
+
+
+class AnswerSource(Protocol):
+    """Where a round of request keys finds its entries (``ENTRY_SCHEMA`` tables, any number per key)."""
+
+    def empty(self) -> bool: ...
+
+    def matching(self, requests: pa.Table, low: int, high: int, cutoff: int | None) -> list[pa.Table]: ...
+
+
+class PartsSource:
+    """Entries from Parquet parts: only the row groups whose key range meets the round's are read."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self._groups = self._read_groups()
+
+    def empty(self) -> bool:
+        return not self._groups
+
+    def _read_groups(self) -> list[_Group]:
         """Every row group of every part with its key range, from the parts' footers."""
         groups = []
         for name in listed(self.parts):
             with reading(self.parts, name) as part:
                 if part is None:
                     continue
-                if part.schema_arrow.field("k64").type != pa.int64() or "key" not in part.schema_arrow.names:
+                if "k64" not in part.schema_arrow.names or "key" not in part.schema_arrow.names:
                     raise _unreadable(self.parts, name, "it is not a part of this cache (no k64/key columns)")
                 for index in range(part.num_row_groups):
                     stats = part.metadata.row_group(index).column(0).statistics
@@ -156,35 +193,28 @@ class CacheLookup:
                     groups.append(_Group(name, index, low, high))
         return groups
 
-    def _round(self, numbers: list[int], groups: list[_Group], cutoff: int | None) -> pa.Table | None:
-        requests = pa.concat_tables(
-            pa.ipc.open_stream(os.path.join(self._folder, f"{n:02d}.arrows")).read_all() for n in numbers
-        )
-        shift = 63 - SPILL_BITS
-        low, high = numbers[0] << shift, ((numbers[-1] + 1) << shift) - 1
+    def matching(self, requests: pa.Table, low: int, high: int, cutoff: int | None) -> list[pa.Table]:
         wanted = pc.unique(requests.column("k64"))
         matched = []
         by_part: dict[str, list[int]] = {}
-        for group in groups:
+        for group in self._groups:
             if group.high >= low and group.low <= high:
                 by_part.setdefault(group.part, []).append(group.index)
         for name, indices in by_part.items():
             with reading(self.parts, name) as part:
                 if part is None:
                     continue
-                for index in indices:
-                    keys = part.read_row_group(index, columns=["k64"]).column("k64")
+                for index in indices:  # one thread: Arrow's pool threads would each keep their own arena
+                    keys = part.read_row_group(index, columns=["k64"], use_threads=False).column("k64")
                     mask = pc.is_in(keys, value_set=wanted)
                     if not pc.any(mask).as_py():
                         continue
-                    rows = part.read_row_group(index).filter(mask)
+                    rows = part.read_row_group(index, use_threads=False).filter(mask)
                     if cutoff is not None:
                         rows = rows.filter(pc.greater_equal(rows.column("cached_at").cast(pa.int64()), cutoff))
                     if rows.num_rows:
                         matched.append(rows.select(ENTRY_SCHEMA.names).cast(ENTRY_SCHEMA))
-        if not matched:
-            return None
-        return _join(requests, _newest(pa.concat_tables(matched)))
+        return matched
 
 
 def _newest(entries: pa.Table) -> pa.Table:

@@ -85,7 +85,7 @@ class Parts(Protocol):
 
     def names(self) -> list[str]: ...
 
-    def open_read(self, name: str) -> AbstractContextManager[IO[bytes]]: ...
+    def open_read(self, name: str) -> AbstractContextManager[Any]: ...
 
     def open_write(self, name: str) -> AbstractContextManager[IO[bytes]]: ...
 
@@ -103,8 +103,8 @@ class LocalParts:
             return []
         return sorted(n for n in os.listdir(self.location) if is_part(n))
 
-    def open_read(self, name: str) -> AbstractContextManager[IO[bytes]]:
-        return open(os.path.join(self.location, name), "rb")
+    def open_read(self, name: str) -> AbstractContextManager[Any]:
+        return pa.OSFile(os.path.join(self.location, name))  # read by Arrow itself, not through Python
 
     @contextmanager
     def open_write(self, name: str) -> Iterator[IO[bytes]]:
