@@ -287,6 +287,14 @@ def test_the_api_key_reaches_no_log(scenario):
 
 
 def test_reading_the_mapped_submits_returns_logs_no_xcom_error(scenario):
-    """Iterating Airflow's lazy XCom sequence asks for the item past the last; the worker logs the 404."""
+    """Iterating Airflow's lazy XCom sequence asks for the item past the last; the worker logs the 404.
+
+    Only that read names an ``offset``. (Airflow 3.0's task runner logs a 404 of its own when a
+    cleared try looks up its earlier XComs at map_index -1, and the scenario clears two tries there;
+    on 3.3 no log of the run has an "XCom not found" line at all.)
+    """
     assert "Delivered 30 result rows" in scenario.log_text  # the collect task read all three returns
-    assert [line for line in scenario.log_text.splitlines() if "XCom not found" in line] == []
+    lines = scenario.log_text.splitlines()
+    assert [line for line in lines if "XCom not found" in line and "offset=" in line] == []
+    if AIRFLOW_V_3_3_PLUS:
+        assert [line for line in lines if "XCom not found" in line] == []
