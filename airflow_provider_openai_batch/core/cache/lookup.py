@@ -22,7 +22,7 @@ from typing import Final, Protocol, cast
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_provider_openai_batch.core.cache.keys import k64
+from airflow_provider_openai_batch.core.cache.keys import k64s
 from airflow_provider_openai_batch.core.cache.store import ENTRY_SCHEMA, CacheError, Parts, listed, reading
 from airflow_provider_openai_batch.core.memory_pool import pool_that_returns_memory
 
@@ -111,12 +111,12 @@ class CacheLookup:
         if not keys:
             return
         with pool_that_returns_memory():
-            k64s = pa.array([k64(key) for key in keys], pa.int64())
+            hashes = pa.array(k64s(keys), pa.int64())
             batch = pa.RecordBatch.from_arrays(
-                [k64s, pa.array(keys, pa.binary(32)), pa.array(positions, pa.int64()), pa.array(ids, pa.string())],
+                [hashes, pa.array(keys, pa.binary(32)), pa.array(positions, pa.int64()), pa.array(ids, pa.string())],
                 schema=_REQUESTS,
             )
-            partition = pc.shift_right(k64s, 63 - SPILL_BITS)
+            partition = pc.shift_right(hashes, 63 - SPILL_BITS)
             order = pc.sort_indices(partition)
             batch, partition = batch.take(order), partition.take(order)
             offset = 0
@@ -220,9 +220,9 @@ class PartsSource:
 def _newest(entries: pa.Table) -> pa.Table:
     """One entry per key: the most recently cached."""
     entries = entries.sort_by([("k64", "ascending"), ("cached_at", "descending")])
-    k64s = entries.column("k64").combine_chunks()
-    if len(k64s) > 1:
-        first = pc.not_equal(k64s.slice(1), k64s.slice(0, len(k64s) - 1))
+    column = entries.column("k64").combine_chunks()
+    if len(column) > 1:
+        first = pc.not_equal(column.slice(1), column.slice(0, len(column) - 1))
         entries = entries.filter(pa.concat_arrays([pa.array([True]), first]))
     return entries
 

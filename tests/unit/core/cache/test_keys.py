@@ -4,7 +4,7 @@ import msgspec
 import pytest
 
 from airflow_provider_openai_batch.core.build.requests import RequestBuilder, RequestTemplate
-from airflow_provider_openai_batch.core.cache.keys import answer_key, line_keys, nondeterministic
+from airflow_provider_openai_batch.core.cache.keys import answer_key, k64, k64s, line_keys, nondeterministic
 
 CHAT = "/v1/chat/completions"
 
@@ -56,3 +56,9 @@ def test_the_builder_makes_the_keys_the_written_lines_have():
 )
 def test_sampling_settings_are_named_as_nondeterministic(endpoint, body, varies):
     assert (nondeterministic(endpoint, body) is not None) is varies
+
+
+def test_k64_of_many_keys_at_once_is_each_keys_k64():
+    keys = line_keys([line(str(i), {"model": "m", "input": str(i)}) for i in range(100)])
+    assert k64s(keys) == [k64(key) for key in keys]
+    assert all(0 <= value < 2**63 for value in k64s(keys))
