@@ -230,7 +230,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
             shards=tuple(shards),
             extra={
                 "expect_json": _expects_json(template),
-                "estimate": estimate.to_dict(),
+                "estimate": _with_cache(estimate.to_dict(), hits),
                 "prices_as_of": prices.as_of,
                 "cache": self._cache_extra(cache, hits, hits_path),
             },
@@ -243,7 +243,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
             len(shards),
             manifest_path,
         )
-        context["ti"].xcom_push(key="summary", value=self._summary(job_id, manifest_path, manifest, estimate))
+        context["ti"].xcom_push(key="summary", value=self._summary(job_id, manifest_path, manifest))
         if not shards:  # every answer came from the cache: one empty shard carries the job to results
             self.log.info("Every request was answered from the cache: nothing to submit")
             return [self._shard_ref(_empty_shard(), job_id, manifest_path, manifest)]
@@ -340,7 +340,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
             )
         check_budget(estimate.total, self.max_cost_usd)
 
-    def _summary(self, job_id: str, manifest_path: Any, manifest: Manifest, estimate: JobEstimate) -> dict[str, Any]:
+    def _summary(self, job_id: str, manifest_path: Any, manifest: Manifest) -> dict[str, Any]:
         return {
             "job_id": job_id,
             "manifest": str(manifest_path),
@@ -348,7 +348,7 @@ class OpenAIBatchBuildOperator(BaseOperator):
             "shards": len(manifest.shards),
             "endpoint": self.endpoint,
             "model": self.model,
-            "estimate": estimate.to_dict(),
+            "estimate": manifest.extra["estimate"],
             "cached": manifest.extra["cache"]["hits"],
             "saved_usd": manifest.extra["cache"].get("saved_usd", 0.0),
         }
@@ -363,6 +363,13 @@ class OpenAIBatchBuildOperator(BaseOperator):
             expect_json=manifest.extra["expect_json"],
         )
         return ref.to_json()
+
+
+def _with_cache(estimate: dict[str, Any], hits: CacheHits | None) -> dict[str, Any]:
+    """The estimate (of the requests sent) and what the cache answered instead, and what that had cost."""
+    if hits is None:
+        return estimate
+    return {**estimate, "cached_requests": hits.requests, "cached_cost_usd": round(hits.saved_usd, 6)}
 
 
 def _empty_shard() -> Shard:

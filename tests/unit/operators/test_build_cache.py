@@ -46,6 +46,7 @@ def test_cached_requests_are_left_out_of_the_shards_and_counted(tmp_path):
     summary = pushed["summary"]
     assert (summary["requests"], summary["cached"], summary["saved_usd"]) == (4, 6, 1.5)
     assert summary["estimate"]["requests"] == 4
+    assert (summary["estimate"]["cached_requests"], summary["estimate"]["cached_cost_usd"]) == (6, 1.5)
     hits = pq.read_table(tmp_path / "work" / summary["job_id"] / "cache" / "hits.parquet").to_pylist()
     assert sorted((h["custom_id"], h["content"]) for h in hits) == [(f"r{i}", f"answer to r{i}") for i in range(2, 8)]
 
