@@ -7,6 +7,7 @@ means no batch was made at all.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,6 +135,16 @@ def test_read_only_uses_the_cache_but_adds_nothing(job, tmp_path):
 def test_a_sql_table_serves_as_the_cache_too(job, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_CACHE_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "c.db")}))
     monkeypatch.setenv("OPENAI_BATCH_CACHE", "cache_db:answer_cache")
+    sent, first = job()
+    assert sent == 200
+    sent, second = job()
+    assert sent == 0 and all(r["cached"] for r in second)
+    assert same_bar_run(first, second)
+
+
+def test_a_cache_on_s3_serves_the_rerun(job, s3_bucket, monkeypatch):
+    prefix = f"{s3_bucket}/answer-cache-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("OPENAI_BATCH_CACHE", prefix)
     sent, first = job()
     assert sent == 200
     sent, second = job()
