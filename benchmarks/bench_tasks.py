@@ -9,7 +9,7 @@ from ``RUSAGE_CHILDREN``. The three tasks of one job run in turn against the emu
 process, batches done at once): the build writes the shards, one submit task uploads shard 0 and
 creates its batch (it then defers: the child stops there, as a task process does), the other
 shards are submitted here, unmeasured, and the results task collects them all with its default
-settings. The benchmark suite (``suite.py --stages task_rss``) runs it at 50,000 and 1,200,000
+settings. The benchmark suite (``suite.py --only task_rss``) runs it at 50,000 and 1,200,000
 requests; this file prints one JSON object per task.
 """
 

@@ -1,7 +1,8 @@
 """The benchmark suite: every stage at 120,000 and 1,200,000 chat requests, against its floor and the naive way.
 
-    make bench                 # 120k and 1.2M requests, then the 200 MB shard and the 1,000 waits
+    make bench                 # 120k and 1.2M requests, the 200 MB shard, the 1,000 waits, the tasks, end to end
     make bench SIZE=small      # 120k only, and a shorter trigger run
+    .venv/bin/python benchmarks/suite.py --only task_rss e2e_1200k   # only these; other rows are kept
 
 Each measurement runs in a fresh child process, so its peak RSS is its own; ours and the floors are
 the best of five runs taken in turns (a slow spell of a shared machine hits both), the naive way
@@ -18,7 +19,9 @@ The trigger case runs ``benchmarks/bench_triggerer.py`` (1,000 waits in a real `
 on the read schedule and on the fixed one it replaced); ``notice_latency`` runs
 ``benchmarks/bench_notice.py`` (completion to the trigger's event). ``--only notice_latency`` (or
 any of the parts) runs just those and updates their rows in ``bench-results.json``.
-The table is printed and written to ``bench-results.json`` (one object per stage and size).
+``task_rss`` runs ``benchmarks/bench_tasks.py`` (each task kind's peak RSS in a fresh process, at 50k
+and 1.2M requests) and ``e2e_1200k`` ``benchmarks/bench_e2e.py`` (the whole job through real Airflow
+components). The table is printed and written to ``bench-results.json`` (one object per stage and size).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ TARGETS = {  # ratio to floor, from the build/validate, submit/wait and results 
 TARGET_RECORDS = 1_200_000  # the ratio targets are set at the article's size; at 120k fixed costs weigh more
 RSS_FLAT = 1.10  # peak RSS at 1.2M within 10% of that at 120k
 TRANSFER_RSS_MB = 64  # upload/download of a 200 MB shard add at most this much
-PARTS = ("sizes", "transfer", "triggerer", "notice_latency", "warm_cache")  # what --only picks from
+# What --only picks from.
+PARTS = ("sizes", "transfer", "triggerer", "notice_latency", "warm_cache", "task_rss", "e2e_1200k")
 
 
 # -- the work, child side -------------------------------------------------------------------------
@@ -317,8 +321,13 @@ def reconcile_naive(n: int, work: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), work / "naive.parquet")
 
 
-def reconcile_ours(n: int, work: Path, processes: int = 2) -> None:
-    rows = bench_results.reconcile_to_parquet(_result_files(n), work / "rows.parquet", processes)
+def reconcile_ours(n: int, work: Path, processes: int | None = None) -> None:
+    """With the results operator's default (``reconcile_processes="auto"``) unless ``processes`` is given."""
+    from airflow_provider_openai_batch.core.collect.processes import AUTO, resolve_processes
+
+    files = _result_files(n)
+    processes = processes or resolve_processes(AUTO, len(files), n)
+    rows = bench_results.reconcile_to_parquet(files, work / "rows.parquet", processes)
     assert rows == n, rows
 
 
@@ -471,6 +480,7 @@ def child(work_name: str, n: int, work: Path) -> None:
 # -- the run, parent side -------------------------------------------------------------------------
 
 
+SIZE_STAGES = frozenset({"build", "validate", "reconcile", "postgres"})
 REPEAT = 5  # ours and the floors: the best of five fresh runs, taken in turns (a shared machine is noisy); naive: one
 
 
@@ -520,31 +530,54 @@ def postgres_reachable() -> bool:
         return False
 
 
-def run_size(n: int, root: Path, pg: bool) -> list[dict]:
+def _auto_processes(n: int) -> int:
+    from airflow_provider_openai_batch.core.collect.processes import AUTO, resolve_processes
+
+    return resolve_processes(AUTO, len(_result_files(n)), n)
+
+
+def run_size(n: int, root: Path, pg: bool, stages: frozenset[str] = SIZE_STAGES) -> list[dict]:
     work = root / f"n{n}"
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    floor, ours = alternating(["build_floor", "build_ours"], n, work)
-    rows.append(stage_row("build", n, ours, floor, measure("build_naive", n, work)))
-    floor, ours = alternating(["validate_floor", "validate_ours"], n, work)
-    rows.append(stage_row("validate", n, ours, floor, measure("validate_naive", n, work)))
+    if "build" in stages:
+        floor, ours = alternating(["build_floor", "build_ours"], n, work)
+        rows.append(stage_row("build", n, ours, floor, measure("build_naive", n, work)))
+    if "validate" in stages:
+        if "build" not in stages:
+            measure("build_ours", n, work)  # the shards to validate (not timed)
+        floor, ours = alternating(["validate_floor", "validate_ours"], n, work)
+        rows.append(stage_row("validate", n, ours, floor, measure("validate_naive", n, work)))
+    if "reconcile" in stages:
+        rows += run_reconcile(n, work)
+    if pg and "postgres" in stages:
+        if "reconcile" not in stages:
+            measure("reconcile_ours", n, work)  # the rows to load (not timed)
+        rows += run_postgres(n, work)
+    return rows
+
+
+def run_reconcile(n: int, work: Path) -> list[dict]:
+    rows = []
     bench_results.generate(n)  # the batch's answers, in the emulator's format (not timed)
     floor, ours, one = alternating(["reconcile_floor", "reconcile_ours", "reconcile_ours_one_process"], n, work)
     naive = measure("reconcile_naive", n, work)
-    rows.append(stage_row("reconcile_parquet", n, ours, floor, naive, processes=2))
+    rows.append(stage_row("reconcile_parquet", n, ours, floor, naive, processes=f"auto ({_auto_processes(n)})"))
     rows.append(stage_row("reconcile_parquet_1_process", n, one, floor, naive, processes=1))
-    if pg:
-        measure("postgres_prepare", n, work)
-        naive = measure("postgres_naive", n, work)
-        floor = ours = None
-        for _ in range(REPEAT):  # each load into an empty table: the first delivery of a job
-            measure("postgres_prepare", n, work)
-            floor = _best(floor, measure("postgres_floor", n, work))
-            ours = _best(ours, measure("postgres_ours", n, work))
-        assert floor is not None
-        assert ours is not None
-        rows.append(stage_row("postgres_load", n, ours, floor, naive))
     return rows
+
+
+def run_postgres(n: int, work: Path) -> list[dict]:
+    measure("postgres_prepare", n, work)
+    naive = measure("postgres_naive", n, work)
+    floor = ours = None
+    for _ in range(REPEAT):  # each load into an empty table: the first delivery of a job
+        measure("postgres_prepare", n, work)
+        floor = _best(floor, measure("postgres_floor", n, work))
+        ours = _best(ours, measure("postgres_ours", n, work))
+    assert floor is not None
+    assert ours is not None
+    return [stage_row("postgres_load", n, ours, floor, naive)]
 
 
 def alternating(names: list[str], n: int, work: Path, repeat: int = REPEAT) -> list[dict]:
@@ -672,6 +705,45 @@ def run_notice(small: bool) -> dict:
     return row
 
 
+TASK_SIZES = (50_000, 1_200_000)  # a one-shard job and the headline job of 24 shards
+TASK_RSS_MB = 300  # every task kind's peak RSS at 50k requests
+
+
+def run_task_rss(root: Path, sizes: tuple[int, ...] = TASK_SIZES) -> list[dict]:
+    """Each task kind in a fresh process, as a worker runs it (``benchmarks/bench_tasks.py``)."""
+    from benchmarks import bench_tasks
+
+    rows = []
+    peaks: dict[str, float] = {}
+    for n in sizes:
+        for task, figures in bench_tasks.run(n, root / f"tasks-{n}").items():
+            peak = figures["peak_rss_mb"]
+            small = peaks.setdefault(task, peak)
+            met = peak <= TASK_RSS_MB if n == sizes[0] else peak <= small * RSS_FLAT
+            extra = {"target_met": met, "task": task}
+            if "worker_peak_rss_mb" in figures:
+                extra["processes"] = figures.get("processes")
+            rows.append(stage_row(f"task_rss_{task}", n, figures, None, None, **extra))
+    return rows
+
+
+E2E_RECORDS = 1_200_000
+E2E_OVERHEAD_S = 60  # the end-to-end time beyond the emulator's own
+
+
+def run_e2e(root: Path, n: int = E2E_RECORDS) -> dict:
+    """The headline job through real Airflow components (``benchmarks/bench_e2e.py``), as one row."""
+    from benchmarks import bench_e2e
+
+    figures = bench_e2e.run(n, root / "e2e", timeout=1800)
+    task_peaks = [figures[f"{kind}_peak_rss_mb"] for kind in ("build", "submit", "results")]
+    ours = {"seconds": figures["overhead_s"], "peak_rss_mb": max(task_peaks)}
+    extra = {k: round(v, 2) if isinstance(v, float) else v for k, v in figures.items() if k != "records"}
+    row = stage_row("e2e_1200k", n, ours, None, None, **extra, target_met=figures["overhead_s"] <= E2E_OVERHEAD_S)
+    row["floor_seconds"] = round(figures["emulator_s"], 2)  # the emulator's own time
+    return row
+
+
 def flatness(rows: list[dict], sizes: list[int]) -> list[dict]:
     """Peak RSS at the largest size against the smallest, per stage (and per stage's worker processes)."""
     if len(sizes) < 2:
@@ -730,6 +802,7 @@ def main() -> int:
     parser.add_argument("--size", choices=("small", "full"), default="full")
     parser.add_argument("--output", type=Path, default=ROOT / "bench-results.json")
     parser.add_argument("--skip-triggerer", action="store_true")
+    parser.add_argument("--work-dir", type=Path, help="where the stages' files go (default: a new temporary folder)")
     parser.add_argument(
         "--only",
         nargs="+",
@@ -746,7 +819,8 @@ def main() -> int:
 
     sizes = [120_000] if args.size == "small" else [120_000, 1_200_000]
     parts = set(args.only or PARTS) - ({"triggerer"} if args.skip_triggerer else set())
-    root = Path(tempfile.mkdtemp(prefix="openai-batch-bench-suite-"))
+    root = args.work_dir or Path(tempfile.mkdtemp(prefix="openai-batch-bench-suite-"))
+    root.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores; work under {root}\n{HEADER}", flush=True)
     rows: list[dict] = []
     if "sizes" in parts:
@@ -761,6 +835,10 @@ def main() -> int:
         rows.append(run_notice(args.size == "small"))
     if "warm_cache" in parts:
         rows += run_warm_cache(sizes[-1], root)
+    if "task_rss" in parts:
+        rows += run_task_rss(root, TASK_SIZES[:1] if args.size == "small" else TASK_SIZES)
+    if "e2e_1200k" in parts and args.size != "small":
+        rows.append(run_e2e(root))
     flat = flatness(rows, sizes)
     if args.only and args.output.exists():  # keep the rows of the parts not run
         kept = json.loads(args.output.read_text())
@@ -776,7 +854,7 @@ def main() -> int:
     print(f"\nwritten to {args.output}")
     slow = [f"{r['stage']} at {r['records']:,}" for r in rows if r.get("target_met") is False]
     grows = [f["stage"] for f in flat if not f["flat"]]
-    print("time targets missed: " + (", ".join(slow) or "none"))
+    print("targets missed: " + (", ".join(slow) or "none"))
     print("peak RSS not within 10% from 120k to 1.2M: " + (", ".join(grows) or "none"))
     return 0
 

@@ -59,12 +59,26 @@ def pool_that_returns_memory() -> Iterator[pa.MemoryPool]:
     import pyarrow as pa
 
     if os.environ.get(CHOICE_VARIABLE):
-        yield pa.default_memory_pool()
+        yield _released_at_once(pa.default_memory_pool())
         return
     previous = pa.default_memory_pool()
-    pool = returning_pool()
+    pool = _released_at_once(returning_pool())
     pa.set_memory_pool(pool)
     try:
         yield pool
     finally:
         pa.set_memory_pool(previous)
+
+
+def _released_at_once(pool: pa.MemoryPool) -> pa.MemoryPool:
+    """
+    jemalloc hands freed pages back at once, not after Arrow's decay of a second or so.
+
+    Batches made on one thread and freed on another (the Parquet writer's) otherwise kept RSS
+    growing with the rows written: +30 MB over 1.2M rows of delivery, flat with no decay.
+    """
+    import pyarrow as pa
+
+    if pool.backend_name == "jemalloc":
+        pa.jemalloc_set_decay_ms(0)
+    return pool

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
-from airflow_provider_openai_batch.core.collect.result_table import FORMATS, write_batches
+from airflow_provider_openai_batch.core.collect.result_table import FORMATS, RECONCILE_ROWS, write_batches
 from airflow_provider_openai_batch.core.naming import safe_name
 from airflow_provider_openai_batch.hooks.storage import (
     PathLike,
@@ -32,6 +32,10 @@ class ObjectStorageSink(ResultSink):
         (``ObjectStoragePath("s3://bucket/results", conn_id="aws_default")``).
     :param format: ``parquet`` (typed schema, see ``core.collect.result_table``) or ``jsonl``.
     """
+
+    #: The stage's own row groups: with 65,536-row batches, handed to the Parquet writer's thread, the
+    #: results task's peak RSS grew with the job (392 MB at 1.2M rows against 296 MB with these).
+    read_rows = RECONCILE_ROWS
 
     def __init__(self, base: PathLike, format: str = "parquet") -> None:
         if format not in FORMATS:
