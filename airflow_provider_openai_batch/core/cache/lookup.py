@@ -57,13 +57,23 @@ class CacheLookup:
 
     :param store: the cache: Parquet parts, or any :class:`AnswerSource` (a SQL table).
     :param max_age: seconds; older answers are not used (``None``: any age).
+    :param round_keys: request keys joined at a time; ``flush_rows``: keys buffered before a spill
+        (a test passes small ones to make many rounds and partitions of a few keys).
     """
 
     def __init__(
-        self, store: Parts | AnswerSource, *, max_age: float | None = None, spill_dir: str | None = None
+        self,
+        store: Parts | AnswerSource,
+        *,
+        max_age: float | None = None,
+        spill_dir: str | None = None,
+        round_keys: int = ROUND_KEYS,
+        flush_rows: int = FLUSH_ROWS,
     ) -> None:
         self.store = store
         self.max_age = max_age
+        self._round_keys = round_keys
+        self._flush_rows = flush_rows
         self.requests = 0
         self._folder = tempfile.mkdtemp(prefix="openai-batch-lookup-", dir=spill_dir)
         self._remove = weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
@@ -78,7 +88,7 @@ class CacheLookup:
         positions.extend(range(start, start + len(keys)))
         ids.extend(custom_ids)
         self.requests += len(keys)
-        if len(keys_) >= FLUSH_ROWS:
+        if len(keys_) >= self._flush_rows:
             self._flush()
 
     def hits(self) -> Iterator[pa.Table]:
@@ -137,7 +147,7 @@ class CacheLookup:
         numbers: list[int] = []
         size = 0
         for number in sorted(self._counts):
-            if numbers and size + self._counts[number] > ROUND_KEYS:
+            if numbers and size + self._counts[number] > self._round_keys:
                 yield numbers
                 numbers, size = [], 0
             numbers.append(number)

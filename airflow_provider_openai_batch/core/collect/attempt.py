@@ -161,6 +161,7 @@ def collect_attempt(
     prices: PriceTable | None = None,
     pool: ReconcilePool | None = None,
     shards: int | None = None,
+    min_range_bytes: int | None = None,
 ) -> AttemptReport:
     """
     Reconcile every run of one attempt into ``stage``; retriable rows go to ``retries`` instead.
@@ -168,7 +169,8 @@ def collect_attempt(
     Without ``retries`` (or with ``policy`` allowing no further attempt) every row is final.
     With a ``pool`` (see :func:`reconcile_pool`) shards are reconciled in its worker processes;
     with fewer ``shards`` (the number of runs, when ``runs`` has no length) than workers, ranges
-    of each shard's local result files are too.
+    of each shard's local result files are too, in ranges of at least ``min_range_bytes``
+    (default ``MIN_RANGE_BYTES``).
     """
     policy = policy or RetryPolicy(max_attempts=1)
     report = AttemptReport(attempt)
@@ -178,7 +180,7 @@ def collect_attempt(
         if shards is None:
             shards = len(runs) if isinstance(runs, Sized) else pool.processes
         parts = -(-pool.processes // max(shards, 1))  # ranges per shard, so every worker has one
-        outcomes = _in_processes(runs, pool, job, stage, parts)
+        outcomes = _in_processes(runs, pool, job, stage, parts, min_range_bytes or MIN_RANGE_BYTES)
     else:
         outcomes = ((run, _reconcile(run, job, stage.write_batch)) for run in runs)
     for run, reconciled in outcomes:
@@ -262,7 +264,7 @@ def reconcile_pool(processes: int) -> Iterator[ReconcilePool | None]:
 
 
 def _in_processes(
-    runs: Iterable[ShardRun], pool: ReconcilePool, job: _Job, stage: BatchWriter, parts: int
+    runs: Iterable[ShardRun], pool: ReconcilePool, job: _Job, stage: BatchWriter, parts: int, min_bytes: int
 ) -> Iterator[tuple[ShardRun, _Reconciled]]:
     """Reconcile runs in the pool, a bounded window ahead; yield them in order, their spools staged."""
     spools = tempfile.mkdtemp(prefix="openai-batch-reconcile-")
@@ -271,7 +273,7 @@ def _in_processes(
     try:
         for index, run in enumerate(runs):
             spool = os.path.join(spools, f"{index:06d}")
-            window.append(_InFlight.submit(pool, run, job, spool, parts))
+            window.append(_InFlight.submit(pool, run, job, spool, parts, min_bytes))
             while sum(len(flight.futures) for flight in window) > ahead:
                 yield window.popleft().staged(stage)
         while window:
@@ -293,9 +295,9 @@ class _InFlight:
     collected_at: int | None = None
 
     @classmethod
-    def submit(cls, pool: ReconcilePool, run: ShardRun, job: _Job, spool: str, parts: int) -> _InFlight:
+    def submit(cls, pool: ReconcilePool, run: ShardRun, job: _Job, spool: str, parts: int, min_bytes: int) -> _InFlight:
         work = replace(run, done=None)  # ``done`` belongs to this process (and need not pickle)
-        ranges = _ranges(run, parts)
+        ranges = _ranges(run, parts, min_bytes)
         if len(ranges) < 2:
             return cls(run, job, [pool.submit(_reconcile_to_spool, work, job, f"{spool}.arrows")])
         collected_at = int(time.time())
@@ -342,12 +344,12 @@ class _InFlight:
         return reconciled
 
 
-def _ranges(run: ShardRun, parts: int) -> list[FileRanges]:
-    """Ranges of the run's local result files, at most ``parts`` and none under ``MIN_RANGE_BYTES``."""
+def _ranges(run: ShardRun, parts: int, min_bytes: int) -> list[FileRanges]:
+    """Ranges of the run's local result files, at most ``parts`` and none under ``min_bytes``."""
     if parts < 2 or not isinstance(run.results, FileLineSets):
         return []
     size = sum(os.path.getsize(path) for path in run.results.paths)
-    parts = min(parts, size // MIN_RANGE_BYTES)
+    parts = min(parts, size // min_bytes)
     return [FileRanges(pieces) for pieces in line_ranges(run.results.paths, parts)] if parts >= 2 else []
 
 

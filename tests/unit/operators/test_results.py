@@ -221,7 +221,7 @@ def test_auto_splits_a_one_shard_job_into_line_ranges_and_delivers_the_rows_of_o
     large_job_on_two_cores(monkeypatch)
     split = []
     original = attempt_module._ranges
-    monkeypatch.setattr(attempt_module, "_ranges", lambda run, parts: split.append(r := original(run, parts)) or r)
+    monkeypatch.setattr(attempt_module, "_ranges", lambda *args: split.append(r := original(*args)) or r)
     runs = {}
     for setting in (1, "auto"):
         summary, _ = run_to_completion(

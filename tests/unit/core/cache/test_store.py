@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_openai_batch.core.cache import lookup as lookup_module
 from airflow_provider_openai_batch.core.cache.keys import k64
 from airflow_provider_openai_batch.core.cache.lookup import CacheLookup
 from airflow_provider_openai_batch.core.cache.store import (
@@ -70,12 +69,10 @@ def test_a_part_is_sorted_by_key_and_lookups_find_exactly_the_cached_requests(tm
     assert found == {f"r{i}": f"a{i}" for i in range(4000, 5000)}
 
 
-def test_lookups_read_a_round_at_a_time_and_still_find_everything(tmp_path, monkeypatch):
-    monkeypatch.setattr(lookup_module, "ROUND_KEYS", 100)
-    monkeypatch.setattr(lookup_module, "FLUSH_ROWS", 64)
+def test_lookups_read_a_round_at_a_time_and_still_find_everything(tmp_path):
     parts = LocalParts(str(tmp_path))
     write(parts, entries(range(2000)))
-    assert len(look(parts, range(1000, 3000))) == 1000
+    assert len(look(parts, range(1000, 3000), round_keys=100, flush_rows=64)) == 1000
 
 
 def test_the_newest_answer_wins_and_max_age_leaves_old_ones_out(tmp_path):

@@ -189,10 +189,9 @@ def one_big_shard(root: Path, status: str = "expired") -> ShardRun:
 
 @pytest.mark.parametrize("processes", [2, 3])
 def test_a_shard_split_into_line_ranges_stages_the_rows_of_a_serial_run_in_its_order(tmp_path, monkeypatch, processes):
-    monkeypatch.setattr(attempt, "MIN_RANGE_BYTES", 1024)  # the test's files are ~300 kB
     split_ranges = []
     original = attempt._ranges
-    monkeypatch.setattr(attempt, "_ranges", lambda run, parts: split_ranges.append(r := original(run, parts)) or r)
+    monkeypatch.setattr(attempt, "_ranges", lambda *args: split_ranges.append(r := original(*args)) or r)
     results = {}
     for mode in ("serial", "split"):
         root = tmp_path / mode
@@ -200,7 +199,9 @@ def test_a_shard_split_into_line_ranges_stages_the_rows_of_a_serial_run_in_its_o
         stage = Stage()
         retries = RetryShardWriter(opener(root), "job-attempt-2", 2)
         with reconcile_pool(1 if mode == "serial" else processes) as pool:
-            report = collect_attempt([one_big_shard(root)], 1, stage, policy=RetryPolicy(2), retries=retries, pool=pool)
+            report = collect_attempt(
+                [one_big_shard(root)], 1, stage, policy=RetryPolicy(2), retries=retries, pool=pool, min_range_bytes=1024
+            )  # the test's files are ~300 kB
         (retry,) = retries.close()
         table = pa.Table.from_batches(stage.batches)
         collected = set(table.column("collected_at").to_pylist())
