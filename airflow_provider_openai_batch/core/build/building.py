@@ -10,7 +10,6 @@ submittable. Imports nothing from Airflow.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import shutil
 import tempfile
@@ -102,9 +101,7 @@ class CacheHits:
     saved_usd: float = 0.0
 
 
-_SPILL = pa.schema([("custom_id", pa.string()), ("tokens", pa.int64())])
-SPILL_ROWS = 16_384  # requests per spilled batch of ids (their lines go to a plain file)
-_UNANSWERED = bytes.maketrans(b"\x00\x01", b"\x01\x00")
+SPILL_ROWS = 16_384  # requests per spilled record batch
 
 
 def write_requests_cached(
@@ -118,16 +115,19 @@ def write_requests_cached(
 ) -> tuple[list[Shard], CacheHits]:
     """Like :func:`write_requests`, but requests the cache answers are handed to ``hits_out``, not written.
 
-    Whether a request is answered is known only once every key has been looked up, so the lines
-    wait in a local file (their ids and token counts beside it, as Arrow batches) and go to the
-    shards in a second pass, in record order, without the answered ones. ``builder`` must make
+    Whether a request is answered is known only once every key has been looked up, so each
+    request waits in a local Arrow file as its per-record parts (the encoded custom_id and
+    strings, without the constant text of every line) with its token count; a second pass joins
+    the lines of the unanswered ones and writes them, in record order. ``builder`` must make
     answer keys.
     """
-    folder = tempfile.mkdtemp(prefix="openai-batch-lines-", dir=spill_dir)
-    lines_path, ids_path = os.path.join(folder, "lines.jsonl"), os.path.join(folder, "ids.arrows")
+    folder = tempfile.mkdtemp(prefix="openai-batch-requests-", dir=spill_dir)
+    path = os.path.join(folder, "requests.arrows")
     try:
-        start = _spill(records, builder, lookup, lines_path, ids_path)
+        start = _spill(records, builder, lookup, path)
         builder.forget_ids()
+        if not start:
+            return writer.shards, CacheHits()
         answered = bytearray(start)
         saved = 0.0
         for table in lookup.hits():
@@ -135,22 +135,21 @@ def write_requests_cached(
                 answered[position] = 1
             saved += pc.sum(table.column("cost_usd")).as_py() or 0.0
             hits_out(table)
-        with open(lines_path, "rb", buffering=1 << 20) as lines_in, pa.ipc.open_stream(ids_path) as reader:
+        with pa.OSFile(path) as source, pa.ipc.open_stream(source) as reader:  # read, not mapped into memory
             position = 0
             for batch in reader:
                 count = batch.num_rows
-                lines = list(itertools.islice(lines_in, count))
-                flags = answered[position : position + count]
+                flags = bytes(answered[position : position + count])
                 position += count
                 if flags.count(1) == count:
                     continue
+                if 1 in flags:
+                    answered_mask = pa.Array.from_buffers(pa.uint8(), count, [None, pa.py_buffer(flags)])
+                    batch = batch.filter(pc.equal(answered_mask, 0))
                 ids = batch.column(0).to_pylist()
                 tokens = batch.column(1).to_pylist() if batch.column(1).null_count == 0 else None
-                if 1 in flags:
-                    keep = flags.translate(_UNANSWERED)  # 1 where the line is to be sent
-                    ids, lines = list(itertools.compress(ids, keep)), list(itertools.compress(lines, keep))
-                    tokens = None if tokens is None else list(itertools.compress(tokens, keep))
-                writer.write_chunk(ids, lines, tokens)
+                columns = [batch.column(i).to_pylist() for i in range(2, batch.num_columns)]
+                writer.write_chunk(ids, builder.join(columns), tokens)
     finally:
         writer.close()
         builder.forget_ids()
@@ -159,36 +158,52 @@ def write_requests_cached(
     return writer.shards, CacheHits(answered.count(1), saved)
 
 
-def _spill(
-    records: Iterable[Mapping[str, Any]], builder: RequestBuilder, lookup: CacheLookup, lines_path: str, ids_path: str
-) -> int:
-    """Render every record: its line to the lines file, its key to the lookup; the number of requests."""
+def _spill(records: Iterable[Mapping[str, Any]], builder: RequestBuilder, lookup: CacheLookup, path: str) -> int:
+    """Render every record: its parts to the spill, its key to the lookup; the number of requests."""
     start = 0
-    ids: list[str] = []
-    tokens: list[int] | None = []
-    with open(lines_path, "wb", buffering=1 << 20) as lines_out, pa.ipc.new_stream(ids_path, _SPILL) as ids_out:
+    out: pa.ipc.RecordBatchStreamWriter | None = None
+    pending: list[list[Any]] = []
+    counted = True  # every chunk came with token counts
 
-        def flush() -> None:
-            column = pa.array(tokens, pa.int64()) if tokens is not None else pa.nulls(len(ids), pa.int64())
-            ids_out.write_batch(pa.RecordBatch.from_arrays([pa.array(ids, pa.string()), column], schema=_SPILL))
+    def flush() -> None:
+        nonlocal out
+        ids, tokens, *columns = pending
+        arrays = [
+            pa.array(ids, pa.string()),
+            pa.array(tokens, pa.int64()) if counted else pa.nulls(len(ids), pa.int64()),
+        ]
+        arrays += [pa.array(column, pa.binary()) for column in columns]
+        batch = pa.RecordBatch.from_arrays(
+            arrays, names=["custom_id", "tokens", *(f"v{i}" for i in range(len(columns)))]
+        )
+        if out is None:
+            out = pa.ipc.new_stream(path, batch.schema)
+        out.write_batch(batch)
+        pending.clear()
 
-        for chunk in builder.chunks(records):
-            if start == 0:
-                _probe("first-request", chunk.lines[0])
+    try:
+        for chunk in builder.chunks(records, join=False):
             assert chunk.keys is not None, "the builder must make answer keys"
+            assert chunk.columns is not None
+            if start == 0:
+                _probe("first-request", builder.join([column[:1] for column in chunk.columns])[0])
             lookup.add(chunk.keys, chunk.ids, start)
-            lines_out.write(b"".join(chunk.lines))
-            ids.extend(chunk.ids)
-            if tokens is not None and chunk.tokens is not None:
-                tokens.extend(chunk.tokens)
-            else:
-                tokens = None
+            counted = counted and chunk.tokens is not None
+            if not pending:
+                pending.extend([[], []] + [[] for _ in chunk.columns])
+            pending[0].extend(chunk.ids)
+            if counted:
+                pending[1].extend(chunk.tokens or ())
+            for target, column in zip(pending[2:], chunk.columns, strict=True):
+                target.extend(column)
             start += len(chunk.ids)
-            if len(ids) >= SPILL_ROWS:
+            if len(pending[0]) >= SPILL_ROWS:
                 flush()
-                ids, tokens = [], ([] if tokens is not None else None)
-        if ids:
+        if pending:
             flush()
+    finally:
+        if out is not None:
+            out.close()
     return start
 
 

@@ -174,6 +174,7 @@ class Chunk:
     lines: list[bytes]
     tokens: list[int] | None = None
     keys: list[bytes] | None = None
+    columns: list[list[bytes]] | None = None  # with ``join=False``: the encoded custom_ids and strings
 
 
 class _Layout:
@@ -414,8 +415,16 @@ class RequestBuilder:
 
     # --- chunks --------------------------------------------------------------------------
 
-    def chunks(self, records: Iterable[Mapping[str, Any]]) -> Iterator[Chunk]:
-        """Requests for ``records`` in order, a chunk at a time, with token estimates if asked."""
+    def join(self, columns: Sequence[list[bytes]]) -> list[bytes]:
+        """The lines of a chunk's ``columns`` (as :meth:`chunks` gives them with ``join=False``)."""
+        return self._layout.join_many(columns)
+
+    def chunks(self, records: Iterable[Mapping[str, Any]], *, join: bool = True) -> Iterator[Chunk]:
+        """Requests for ``records`` in order, a chunk at a time, with token estimates if asked.
+
+        With ``join=False`` a chunk has no lines but their ``columns``, which are smaller (no
+        constant text) for a caller that keeps them before deciding which to write.
+        """
         iterator = iter(records)
         start = 0
         while batch := list(itertools.islice(iterator, CHUNK_RECORDS)):
@@ -428,7 +437,10 @@ class RequestBuilder:
             self._check_sizes(start, ids, columns)
             tokens = self._tokens.chunk(start, values) if self._tokens else None
             keys = self._layout.keys(columns[1:]) if self.answer_keys else None
-            yield Chunk(ids, self._layout.join_many(columns), tokens, keys)
+            if join:
+                yield Chunk(ids, self._layout.join_many(columns), tokens, keys)
+            else:
+                yield Chunk(ids, [], tokens, keys, columns)
             start += len(batch)
 
     def _fast_chunk(self, batch: list[Any]) -> tuple[list[str], list[list[str]]] | None:
