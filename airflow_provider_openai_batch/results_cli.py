@@ -48,6 +48,22 @@ def add_reconcile_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the rows even when most answer lines name custom_ids the requests do not have "
         "(by default that means the output file belongs to another batch, and nothing is written)",
     )
+    parser.add_argument(
+        "--processes",
+        type=_processes,
+        default="auto",
+        help="worker processes that reconcile ranges of the output side by side: a number, or 'auto' (the "
+        "default: the cores this process may use, one per 20,000 requests, so a small batch stays in one process)",
+    )
+
+
+def _processes(value: str) -> int | str:
+    from airflow_provider_openai_batch.core.collect.processes import check_processes
+
+    try:
+        return check_processes(value if value == "auto" else int(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'auto' or a whole number of at least 1, not {value!r}") from None
 
 
 def run_reconcile(args: argparse.Namespace) -> int:
@@ -71,7 +87,14 @@ class _Refused(Exception):
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from airflow_provider_openai_batch.core.collect.attempt import ShardRun, collect_attempt
+    from airflow_provider_openai_batch.core.collect.attempt import (
+        FileLines,
+        FileLineSets,
+        ShardRun,
+        collect_attempt,
+        reconcile_pool,
+    )
+    from airflow_provider_openai_batch.core.collect.processes import resolve_processes
     from airflow_provider_openai_batch.core.collect.result_table import batch_writer, format_of
     from airflow_provider_openai_batch.core.collect.results import BatchOutcome, ReconcileError
     from airflow_provider_openai_batch.core.costs import PriceTable
@@ -86,7 +109,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         prices = PriceTable.load(args.prices)
     except (ValueError, OpenAIBatchInputError) as problem:
         raise _Refused(problem) from None
-    _check_requests(args.requests)
+    requests = _check_requests(args.requests)
     job_id = args.job_id or args.requests.stem
     if not args.job_id:
         print(f"job_id={job_id} (the requests file's name; --job-id to choose it)", file=sys.stderr)
@@ -97,14 +120,24 @@ def _reconcile(args: argparse.Namespace) -> int:
         status=args.batch_status,
         expect_json=_expects_json(args.requests) if args.expect_json is None else args.expect_json,
     )
+    # Picklable openers over the local files: a worker process opens its range of them by itself.
     run = ShardRun(
         outcome,
-        requests=lambda: _lines(args.requests),
-        results=lambda: [_lines(p) for p in (args.output, args.errors) if p is not None],
+        requests=FileLines(str(args.requests)),
+        results=FileLineSets(tuple(str(p) for p in (args.output, args.errors) if p is not None)),
     )
+    processes = resolve_processes(args.processes, 1, requests)
     try:
-        with pool_that_returns_memory(), _atomic_local(args.dest) as handle, batch_writer(handle, fmt) as writer:
-            report = collect_attempt([run], 1, writer, prices=prices)
+        # The pool first: its workers are forked before the writer's thread exists.
+        with (
+            reconcile_pool(processes) as pool,
+            pool_that_returns_memory(),
+            _atomic_local(args.dest) as handle,
+            batch_writer(handle, fmt) as writer,
+        ):
+            if pool is not None:
+                print(f"reconciling in {processes} worker processes (--processes)", file=sys.stderr)
+            report = collect_attempt([run], 1, writer, prices=prices, pool=pool, shards=1)
             _check_answers_belong(report, args)  # raising here publishes nothing
     except OSError as problem:
         name = str(problem.filename or "")
@@ -165,10 +198,11 @@ class _Id(msgspec.Struct):
     custom_id: str
 
 
-def _check_requests(path: Path, most: int = 10) -> None:
+def _check_requests(path: Path, most: int = 10) -> int:
     """
-    Refuse a requests file whose custom_ids cannot be joined: each line one JSON object with its own
-    non-empty string ``custom_id``. Reconciling trusts the ids, so each problem is named by line here.
+    The number of requests in ``path``; refuse a file whose custom_ids cannot be joined: each line
+    one JSON object with its own non-empty string ``custom_id``. Reconciling trusts the ids, so each
+    problem is named by line here.
     """
     from airflow_provider_openai_batch.core.validate.bodies.checks import utf8_problem
     from airflow_provider_openai_batch.core.validate.validation import NESTED_TOO_DEEP
@@ -203,6 +237,7 @@ def _check_requests(path: Path, most: int = 10) -> None:
         problems.append(f"{path}: empty file: no requests to reconcile")
     if problems:
         raise _Refused("the requests cannot be joined to answers:\n" + "\n".join(problems))
+    return len(first_line)
 
 
 def _lines(path: Path) -> Iterator[bytes]:

@@ -78,7 +78,14 @@ def summary(found: list[tuple[str, float, float]], schedule: str) -> dict[str, A
     return {
         "median_latency_first_minute_s": round(statistics.median(first), 2),
         "max_latency_first_minute_s": round(max(first), 2),
-        **({"median_latency_share_later": round(statistics.median(later), 3)} if later else {}),
+        **(
+            {
+                "median_latency_share_later": round(statistics.median(later), 3),
+                "max_latency_share_later": round(max(later), 3),
+            }
+            if later
+            else {}
+        ),
         "latencies_s": {
             str(int(seconds)): [round(latency, 2) for name, s, latency in found if name == schedule and s == seconds]
             for seconds in sorted({s for name, s, _ in found if name == schedule})

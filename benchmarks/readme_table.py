@@ -86,6 +86,8 @@ def table(results: dict) -> str:
                 f"; {notice['latency_share_later']:.1%} of the batch's age for those done later (≤ 10%; "
                 f"{notice['fixed_latency_share_later']:.1%} fixed)"
             )
+            if notice.get("max_latency_share_later") is not None:
+                later += f", at most {notice['max_latency_share_later']:.1%}"
         out.append(
             f"Notice latency (completion to the trigger's event, `poll_interval={notice['poll_interval_s']:.0f}`): "
             f"{notice['seconds']} s median for batches done within their first minute (≤ 10 s; "

@@ -691,6 +691,7 @@ def run_notice(small: bool) -> dict:
         "max_seconds": ours["max_latency_first_minute_s"],
         "fixed_seconds": fixed["median_latency_first_minute_s"],
         "latency_share_later": share,
+        "max_latency_share_later": ours.get("max_latency_share_later"),
         "fixed_latency_share_later": fixed.get("median_latency_share_later"),
         "poll_interval_s": figures["poll_interval_s"],
         "target_met": ours["median_latency_first_minute_s"] <= NOTICE_SECONDS

@@ -16,18 +16,17 @@ from airflow_provider_openai_batch.core.limits import TERMINAL_STATUSES, TOKEN_L
 
 Decision = Literal["wait", "done", "timeout", "give_up"]
 
-# The read schedule: a batch is read again after a fifth of its age, so a batch that ends early is
-# noticed within seconds, and reads thin out to one per ``poll_interval`` (the ceiling) from an
-# age of five intervals on. A completion that falls between two reads waits at most a fifth of
-# the batch's age (10 s for a batch done in 50 s), ~9% of it on average, never more than the
-# interval. A batch read alone pays for it once: ~20 more reads than a fixed schedule in its first
+# The read schedule: a batch is read again after a tenth of its age, so a batch that ends early is
+# noticed within seconds, and one that ends later waits at most a tenth of its age (~5% of it on
+# average) and never more than ``poll_interval``, the ceiling reached from an age of ten intervals
+# on. A batch read alone pays for it once: ~30 more reads than a fixed schedule in its first ten
 # minutes (at 60 s); on a busy triggerer the status board shares them (triggers/status_board.py).
 FIRST_READ_AFTER = 3.0  # seconds: the least time between two reads of one batch
-BACKOFF_SHARE = 0.2  # of the batch's age (of its time finalizing, once it finalizes)
+BACKOFF_SHARE = 0.1  # of the batch's age (of its time finalizing, once it finalizes)
 # Once request counts move, a read is placed at the completion their rate predicts; if the batch
 # is not done by then, the next predicted read waits at least this share of its age, so a rate
 # that slows cannot turn the predictions into a read every few seconds.
-PREDICTION_SHARE = 0.1
+PREDICTION_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class PollPolicy:
         """
         Seconds until the next status read of a batch created at ``created_at``, last seen as ``progress``.
 
-        A fifth of the batch's age (of its time finalizing, once it finalizes), at least
+        A tenth of the batch's age (of its time finalizing, once it finalizes), at least
         ``FIRST_READ_AFTER`` and at most ``poll_interval``; earlier when the request counts' rate
         predicts the end before that. Never past the deadline.
         """

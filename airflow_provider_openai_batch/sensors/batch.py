@@ -40,7 +40,7 @@ class OpenAIBatchSensor(BaseSensorOperator):
     Wait until a batch ends, in ``poke``, ``reschedule`` or deferrable mode.
 
     For batches created outside this DAG (another system, a notebook, an earlier run). It never
-    cancels the batch: it does not own it. Every mode reads on the trigger's schedule: a fifth of
+    cancels the batch: it does not own it. Every mode reads on the trigger's schedule: a tenth of
     the batch's age between two reads, at least a few seconds and at most ``poke_interval``
     (``exponential_backoff=True`` keeps Airflow's own). Transient API errors are tolerated up to
     ``max_consecutive_errors`` reads in a row, in every mode.

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -175,6 +176,17 @@ def _tail(path: Path, lines: int = 40) -> str:
     if not path.exists():
         return "(no log)"
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _warnings(path: Path, lines: int = 30) -> str:
+    """The latest warning and error lines of a log: what a stall left behind, which the tail may have scrolled past."""
+    if not path.exists():
+        return "(no log)"
+    found = [line for line in path.read_text(errors="replace").splitlines() if _LOUD.search(line)]
+    return "\n".join(found[-lines:]) or "(none)"
+
+
+_LOUD = re.compile(r"\b(WARNING|ERROR|CRITICAL|warning|error|critical)\b")
 
 
 class EmulatorProcess:
@@ -361,9 +373,28 @@ class AirflowCluster:
     def log_path(self, component: str) -> Path:
         return self.home / f"{component}.log"
 
-    def describe(self) -> str:
-        """The tail of every component's log, for a failure message."""
-        return "\n".join(f"--- {name} ---\n{_tail(self.log_path(name))}" for name in COMPONENTS)
+    def describe(self, dump: bool = False) -> str:
+        """
+        The tail of every component's log and its latest warnings and errors, for a failure message.
+
+        ``dump``: first ask the scheduler (SIGUSR2) to log its executors' state and every thread's
+        stack, and add that: what a scheduler that stopped scheduling was doing.
+        """
+        stacks = ""
+        scheduler = self.processes.get("scheduler")
+        if dump and scheduler is not None and scheduler.poll() is None:
+            log = self.log_path("scheduler")
+            start = log.stat().st_size if log.exists() else 0
+            scheduler.send_signal(signal.SIGUSR2)
+            time.sleep(3)
+            with log.open("rb") as handle:
+                handle.seek(start)
+                stacks = "\n--- scheduler: SIGUSR2 dump ---\n" + handle.read(20_000).decode(errors="replace")
+        return stacks + "\n".join(
+            f"--- {name} ---\n{_tail(self.log_path(name))}\n--- {name}: warnings and errors ---\n"
+            f"{_warnings(self.log_path(name))}"
+            for name in COMPONENTS
+        )
 
     # -- health -----------------------------------------------------------------------------
 

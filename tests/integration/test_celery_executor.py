@@ -142,7 +142,7 @@ def fleet(tmp_path_factory, moto_s3, s3_bucket) -> Fleet:
                     ]
             except ClusterError as err:
                 logs = "\n".join(f"--- {w.name} ---\n{w.log.read_text()[-3000:]}" for w in workers.values())
-                raise AssertionError(f"{err}\n{cluster.describe()}\n{logs}") from None
+                raise AssertionError(f"{err}\n{cluster.describe(dump=True)}\n{logs}") from None
             finally:
                 for worker in workers.values():
                     worker.kill()

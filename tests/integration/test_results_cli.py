@@ -144,3 +144,38 @@ def test_reconcile_says_where_job_id_comes_from_and_leaves_batch_id_to_the_user(
     assert reconcile(*base, "--job-id", "j1", "--batch-id", "batch_abc").returncode == 0
     rows = [json.loads(line) for line in dest.read_text().splitlines()]
     assert {(r["job_id"], r["batch_id"]) for r in rows} == {("j1", "batch_abc")}
+
+
+def test_reconcile_splits_a_large_batch_across_processes_into_the_same_rows(emulator, tmp_path):
+    """45,000 answers (~20 MB of output): ``--processes 2`` reconciles ranges of it in two workers."""
+    requests = tmp_path / "big.jsonl"
+    body = {"model": "gpt-4o-mini", "max_tokens": 5}
+    with requests.open("w") as handle:
+        for i in range(45_000):
+            line = {"custom_id": f"r-{i}", "method": "POST", "url": "/v1/chat/completions"}
+            handle.write(json.dumps({**line, "body": {**body, "messages": [{"role": "user", "content": f"t {i}"}]}}))
+            handle.write("\n")
+    client = OpenAI(base_url=emulator.base_url, api_key=TEST_API_KEY)
+    batch = client.batches.create(
+        input_file_id=client.files.create(file=requests.open("rb"), purpose="batch").id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    while batch.status != "completed":
+        time.sleep(0.1)
+        batch = client.batches.retrieve(batch.id)
+    output = tmp_path / "output.jsonl"
+    output.write_bytes(client.files.content(batch.output_file_id).content)
+    assert output.stat().st_size > 8 << 20  # two ranges of at least 4 MB
+
+    found = {}
+    for processes in ("1", "2"):
+        dest = tmp_path / f"rows-{processes}.parquet"
+        args = ["--requests", str(requests), "--output", str(output), "--dest", str(dest), "--processes", processes]
+        done = reconcile(*args, "--job-id", "big", "--batch-id", batch.id)
+        assert done.returncode == 0, done.stderr
+        assert ("reconciling in 2 worker processes" in done.stderr) == (processes == "2")
+        assert "requests=45000 succeeded=45000" in done.stdout
+        found[processes] = pq.read_table(dest).drop_columns(["collected_at"]).sort_by("custom_id")
+    assert found["2"].equals(found["1"])
+    assert reconcile("--requests", str(requests), "--dest", "x.parquet", "--processes", "0").returncode == 2

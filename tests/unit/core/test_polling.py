@@ -91,9 +91,9 @@ def test_a_finalizing_batch_backs_off_again_from_when_it_began_finalizing():
 
 def test_moving_counts_bring_the_next_read_to_the_predicted_completion():
     policy = PollPolicy(poll_interval=600)
-    # Created at 0, in progress from 100, 88% done at 1100: the rest is predicted ~136 s later,
-    # before the backoff's read (a fifth of the age: 220 s).
-    assert policy.read_delay(1100, 0.0, progress(done=88, total=100, started_at=100)) == pytest.approx(12 / 0.088)
+    # Created at 0, in progress from 100, 92% done at 1100: the rest is predicted ~87 s later,
+    # before the backoff's read (a tenth of the age: 110 s).
+    assert policy.read_delay(1100, 0.0, progress(done=92, total=100, started_at=100)) == pytest.approx(8 / 0.092)
     # Predicted later than the backoff: the backoff's read comes first.
     assert policy.read_delay(1100, 0.0, progress(done=1, total=100, started_at=100)) == 1100 * BACKOFF_SHARE
     # A prediction that came and went: the next one waits at least a share of the age.
@@ -116,7 +116,7 @@ def reads(policy: PollPolicy, created: float, until: float, first: float) -> lis
 
 
 @pytest.mark.parametrize("ends_at", [1, 4, 9, 20, 40, 59, 90, 300, 1800])
-def test_an_end_is_noticed_within_a_fifth_of_the_batch_age_and_never_later_than_the_interval(ends_at):
+def test_an_end_is_noticed_within_a_tenth_of_the_batch_age_and_never_later_than_the_interval(ends_at):
     policy = PollPolicy(poll_interval=60)
     noticed = next(t for t in reads(policy, 0.0, 4000, first=0.5) if t >= ends_at)
     assert noticed - ends_at <= min(max(BACKOFF_SHARE * noticed, FIRST_READ_AFTER), 60)
@@ -130,5 +130,5 @@ def test_after_the_first_minutes_a_batch_is_read_no_more_often_than_every_interv
     fixed = reads(PollPolicy(poll_interval=60, fixed=True), 0.0, 3600, first=0.5)
     late = [t for t in backing_off if t >= 60 / BACKOFF_SHARE]
     assert all(b - a == pytest.approx(60) for a, b in itertools.pairwise(late))
-    # What the fast start costs a batch read alone: a one-off, under 25 reads (a triggerer's board shares them).
-    assert len(backing_off) - len(fixed) < 25
+    # What the fast start costs a batch read alone: a one-off, under 35 reads (a triggerer's board shares them).
+    assert len(backing_off) - len(fixed) < 35
