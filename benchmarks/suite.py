@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,7 @@ TARGET_RECORDS = 1_200_000  # the ratio targets are set at the article's size; a
 RSS_FLAT = 1.10  # peak RSS at 1.2M within 10% of that at 120k
 TRANSFER_RSS_MB = 64  # upload/download of a 200 MB shard add at most this much
 # What --only picks from.
-PARTS = ("sizes", "transfer", "triggerer", "notice_latency", "warm_cache", "task_rss", "e2e_1200k")
+PARTS = ("sizes", "transfer", "triggerer", "notice_latency", "warm_cache", "warm_cache_10m", "task_rss", "e2e_1200k")
 
 
 # -- the work, child side -------------------------------------------------------------------------
@@ -113,11 +114,16 @@ def build_ours(n: int, work: Path) -> None:
 
 
 def _changed_records(n: int):
-    """The bench records with every tenth text changed: 10% new requests for a warm cache."""
-    for i, record in enumerate(bench_build.records(n)):
-        if not i % 10:
-            record["text"] += " (changed)"
-        yield record
+    """The bench records with every tenth text changed: 10% new requests for a warm cache.
+
+    ``bench_build.records`` written out again with the change in the same f-string, so the input
+    costs what the floor's does (wrapping that generator cost ours 0.15 s more than the floor).
+    """
+    pool = bench_build._pool()
+    mask = len(pool) - 1
+    changed = [" (changed)", *[""] * 9]
+    for i in range(n):
+        yield {"id": f"review-{i:09d}", "text": f"{pool[i & mask]} (#{i}){changed[i % 10]}", "stars": i % 5}
 
 
 def _builder() -> Any:
@@ -129,37 +135,119 @@ def _builder() -> Any:
     return RequestBuilder(template, "id", answer_keys=True)
 
 
-def build_warm_cache_prepare(n: int, work: Path) -> None:
-    """A cache of ``n`` answers, one per unchanged bench record (not timed as the stage)."""
+LARGE_CACHE_ENTRIES = 10_000_000  # the issue's "cache of 10M entries"
+LARGE_CACHE_PARTS = 10  # as ten daily runs' results tasks would have written it
+
+
+def _cache_entries(folder: Path) -> int:
+    """Entries in a bench cache already written (0: none), so a --work-dir's cache is reused, never doubled."""
+    import pyarrow.parquet as pq
+
+    from airflow_provider_openai_batch.core.cache.store import is_part
+
+    if not folder.is_dir():
+        return 0
+    return sum(pq.ParquetFile(folder / name).metadata.num_rows for name in os.listdir(folder) if is_part(name))
+
+
+def _entries(keys: Any, ids: Any, now: Any) -> Any:
+    """Cache entries (``ENTRY_SCHEMA``) answering ``keys`` (a ``binary(32)`` array) with a short label."""
     import pyarrow as pa
 
-    from airflow_provider_openai_batch.core.cache.keys import k64
+    from airflow_provider_openai_batch.core.cache.keys import k64s
+    from airflow_provider_openai_batch.core.cache.store import ENTRY_SCHEMA
+
+    count = len(keys)
+    blob = keys.buffers()[1].to_pybytes()[keys.offset * 32 : (keys.offset + count) * 32]
+    given = {
+        "k64": pa.array(k64s([blob[i : i + 32] for i in range(0, len(blob), 32)]), pa.int64()),
+        "key": keys,
+        "cached_at": pa.repeat(now, count),
+        "source_custom_id": ids,
+        "content": pa.repeat(pa.scalar("positive"), count),
+        "model": pa.repeat(pa.scalar(bench_build.MODEL), count),
+        "cost_usd": pa.repeat(pa.scalar(0.0000045), count),
+    }
+    columns = [given.get(f.name, pa.nulls(count, f.type)).cast(f.type) for f in ENTRY_SCHEMA]
+    return pa.RecordBatch.from_arrays(columns, schema=ENTRY_SCHEMA)
+
+
+def _bench_keys(n: int, batch: int = 1 << 16) -> Any:
+    """The answer keys and custom_ids of the ``n`` unchanged bench records, ``batch`` at a time."""
+    import pyarrow as pa
+
+    keys: list[bytes] = []
+    ids: list[str] = []
+    for chunk in _builder().chunks(bench_build.records(n)):
+        keys += chunk.keys
+        ids += chunk.ids
+        if len(keys) >= batch:
+            yield pa.array(keys, pa.binary(32)), pa.array(ids)
+            keys, ids = [], []
+    if keys:
+        yield pa.array(keys, pa.binary(32)), pa.array(ids)
+
+
+def build_warm_cache_prepare(n: int, work: Path) -> None:
+    """A cache of ``n`` answers, one per unchanged bench record, in one part (not timed as the stage)."""
+    import pyarrow as pa
+
     from airflow_provider_openai_batch.core.cache.store import ENTRY_SCHEMA, EntryWriter, LocalParts
 
-    writer = EntryWriter(LocalParts(str(work / "cache")))
+    folder = work / "cache"
+    if _cache_entries(folder) == n:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    writer = EntryWriter(LocalParts(str(folder)))
     now = pa.scalar(int(time.time() * 1000), pa.int64()).cast(ENTRY_SCHEMA.field("cached_at").type)
-    for chunk in _builder().chunks(bench_build.records(n)):
-        count = len(chunk.ids)
-        given = {
-            "k64": pa.array([k64(key) for key in chunk.keys], pa.int64()),
-            "key": pa.array(chunk.keys, pa.binary(32)),
-            "cached_at": pa.repeat(now, count),
-            "source_custom_id": pa.array(chunk.ids),
-            "content": pa.repeat(pa.scalar("positive"), count),
-            "model": pa.repeat(pa.scalar(bench_build.MODEL), count),
-            "cost_usd": pa.repeat(pa.scalar(0.0000045), count),
-        }
-        columns = [given.get(f.name, pa.nulls(count, f.type)).cast(f.type) for f in ENTRY_SCHEMA]
-        writer.add(pa.RecordBatch.from_arrays(columns, schema=ENTRY_SCHEMA))
+    for keys, ids in _bench_keys(n):
+        writer.add(_entries(keys, ids, now))
     writer.commit()
+
+
+def build_warm_cache_prepare_large(n: int, work: Path) -> None:
+    """A cache of ``LARGE_CACHE_ENTRIES`` in ``LARGE_CACHE_PARTS`` parts, each written by ``EntryWriter``.
+
+    The ``n`` unchanged bench records' answers are dealt out over the parts (a daily job's answers
+    were bought on different days), the rest are other requests' answers with random keys. So
+    every part spans the whole key range and every row group holds some of the job's answers: a
+    lookup reads all of them, the heaviest case for its time. Written once per --work-dir.
+    """
+    import pyarrow as pa
+
+    from airflow_provider_openai_batch.core.cache.store import ENTRY_SCHEMA, EntryWriter, LocalParts
+
+    folder = work / "cache"
+    if _cache_entries(folder) == LARGE_CACHE_ENTRIES:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    writers = [EntryWriter(LocalParts(str(folder))) for _ in range(LARGE_CACHE_PARTS)]
+    now = pa.scalar(int(time.time() * 1000), pa.int64()).cast(ENTRY_SCHEMA.field("cached_at").type)
+    dealt = 0
+    for keys, ids in _bench_keys(n):
+        for index, writer in enumerate(writers):
+            rows = pa.array(range((index - dealt) % LARGE_CACHE_PARTS, len(keys), LARGE_CACHE_PARTS))
+            writer.add(_entries(keys.take(rows), ids.take(rows), now))
+        dealt += len(keys)
+    others = LARGE_CACHE_ENTRIES - n
+    done = 0
+    for index, writer in enumerate(writers):
+        share = others // LARGE_CACHE_PARTS + (index < others % LARGE_CACHE_PARTS)
+        for start in range(0, share, 1 << 16):
+            count = min(1 << 16, share - start)
+            keys = pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(32), count, [None, pa.py_buffer(os.urandom(32 * count))]
+            )
+            ids = pa.array([f"other-{done + i:09d}" for i in range(count)])
+            writer.add(_entries(keys, ids, now))
+            done += count
+        writer.commit()
 
 
 def build_warm_cache(n: int, work: Path) -> dict[str, Any]:
     """The build with the cache on: 90% of the records answered by a cache of ``n`` entries."""
-    import pyarrow.parquet as pq
-
     from airflow_provider_openai_batch.core.build.building import write_requests_cached
-    from airflow_provider_openai_batch.core.cache.lookup import HIT_SCHEMA, CacheLookup
+    from airflow_provider_openai_batch.core.cache.lookup import CacheLookup, hits_writer
     from airflow_provider_openai_batch.core.cache.store import LocalParts
     from airflow_provider_openai_batch.core.shards import ShardWriter
 
@@ -197,7 +285,7 @@ def build_warm_cache(n: int, work: Path) -> dict[str, Any]:
     shards_dir.mkdir(exist_ok=True)
     lookup = TimedLookup(LocalParts(str(work / "cache")))
     writer = ShardWriter(bench_build._opener(shards_dir), "bench")
-    with pq.ParquetWriter(work / "hits.parquet", HIT_SCHEMA) as hits:
+    with hits_writer(str(work / "hits.parquet")) as hits:
         shards, found = write_requests_cached(_changed_records(n), _builder(), writer, lookup, hits.write_table)
     return {
         "sent": sum(s.requests for s in shards),
@@ -218,22 +306,49 @@ def run_warm_cache(n: int, root: Path) -> list[dict]:
         ours = _best(ours, measure("build_warm_cache", n, work))
         floor = _best(floor, measure("build_floor", n, work))
         cold = _best(cold, measure("build_ours", n, work))
+    assert cold is not None
+    return [
+        _warm_row("build_warm_cache", n, ours, floor, cache_entries=n, cold_build_seconds=round(cold["seconds"], 2))
+    ]
+
+
+def run_warm_cache_large(n: int, root: Path) -> list[dict]:
+    """The same build against a cache of ``LARGE_CACHE_ENTRIES`` in ``LARGE_CACHE_PARTS`` parts.
+
+    Its peak RSS is to stay that of the smaller cache's build: the lookup holds one round of keys
+    and one row group, whatever the cache's size.
+    """
+    work = root / f"warm-{n}-large"
+    work.mkdir(parents=True, exist_ok=True)
+    measure("build_warm_cache_prepare_large", n, work)
+    ours = floor = None
+    for _ in range(3):
+        ours = _best(ours, measure("build_warm_cache", n, work))
+        floor = _best(floor, measure("build_floor", n, work))
+    return [_warm_row("build_warm_cache_10m", n, ours, floor, cache_entries=LARGE_CACHE_ENTRIES)]
+
+
+def _warm_row(stage: str, n: int, ours: dict | None, floor: dict | None, **extra: Any) -> dict:
+    """A warm-cache build's row: the ratio to the floor with and without the lookup's own, measured, cost."""
     assert ours is not None
     assert floor is not None
-    assert cold is not None
     adding, joining, keying = ours.pop("lookup_add_seconds"), ours.pop("lookup_join_seconds"), ours.pop("key_seconds")
     lookup = adding + joining + keying
-    extra = {
-        "sent": ours.pop("sent"),
-        "cached": ours.pop("cached"),
-        "lookup_seconds": round(lookup, 2),
-        "lookup_add_seconds": round(adding, 2),
-        "lookup_join_seconds": round(joining, 2),
-        "key_seconds": round(keying, 2),
-        "ratio_to_floor_less_lookup": round((ours["seconds"] - lookup) / floor["seconds"], 2),
-        "cold_build_seconds": round(cold["seconds"], 2),
-    }
-    return [stage_row("build_warm_cache", n, ours, floor, None, **extra)]
+    return stage_row(
+        stage,
+        n,
+        ours,
+        floor,
+        None,
+        sent=ours.pop("sent"),
+        cached=ours.pop("cached"),
+        lookup_seconds=round(lookup, 2),
+        lookup_add_seconds=round(adding, 2),
+        lookup_join_seconds=round(joining, 2),
+        key_seconds=round(keying, 2),
+        ratio_to_floor_less_lookup=round((ours["seconds"] - lookup) / floor["seconds"], 2),
+        **extra,
+    )
 
 
 def _shard_paths(work: Path) -> list[str]:
@@ -447,6 +562,7 @@ def _rss_now_mb() -> float:
 # Imported before the clock starts: loading code is not per record.
 PRELOAD = {
     "build_ours": "airflow_provider_openai_batch.core.build.building",
+    "build_warm_cache": "airflow_provider_openai_batch.core.build.building",
     "validate_ours": "airflow_provider_openai_batch.core.build.building",
     "reconcile_ours": "airflow_provider_openai_batch.core.collect.attempt",
     "reconcile_ours_one_process": "airflow_provider_openai_batch.core.collect.attempt",
@@ -836,6 +952,8 @@ def main() -> int:
         rows.append(run_notice(args.size == "small"))
     if "warm_cache" in parts:
         rows += run_warm_cache(sizes[-1], root)
+    if "warm_cache_10m" in parts and args.size != "small":
+        rows += run_warm_cache_large(sizes[-1], root)
     if "task_rss" in parts:
         rows += run_task_rss(root, TASK_SIZES[:1] if args.size == "small" else TASK_SIZES)
     if "e2e_1200k" in parts and args.size != "small":

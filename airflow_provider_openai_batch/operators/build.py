@@ -272,14 +272,12 @@ class OpenAIBatchBuildOperator(BaseOperator):
     def _write_with_cache(
         self, builder: RequestBuilder, writer: ShardWriter, cache: Any, hits_path: Any
     ) -> tuple[list[Shard], CacheHits]:
-        import pyarrow.parquet as pq
-
         from airflow_provider_openai_batch.core.build.building import write_requests_cached
-        from airflow_provider_openai_batch.core.cache.lookup import HIT_SCHEMA, CacheLookup
+        from airflow_provider_openai_batch.core.cache.lookup import CacheLookup, hits_writer
 
         builder.answer_keys = True
         lookup = CacheLookup(cache, max_age=self.cache_max_age)
-        with atomic_open(hits_path) as handle, pq.ParquetWriter(handle, HIT_SCHEMA) as out:
+        with atomic_open(hits_path) as handle, hits_writer(handle) as out:
             return write_requests_cached(self._records(), builder, writer, lookup, out.write_table)
 
     def _cache_extra(self, cache: Any, hits: CacheHits | None, hits_path: Any) -> dict[str, Any]:

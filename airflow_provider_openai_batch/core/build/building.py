@@ -9,15 +9,19 @@ submittable. Imports nothing from Airflow.
 
 from __future__ import annotations
 
+import array
+import collections
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Final
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -101,7 +105,10 @@ class CacheHits:
     saved_usd: float = 0.0
 
 
-SPILL_ROWS = 16_384  # requests per spilled record batch
+SPILL_ROWS = 16_384  # requests per spilled batch
+_UNANSWERED = bytes.maketrans(b"\x00\x01", b"\x01\x00")  # answered flags to keep flags
+_ONES: Final = itertools.repeat(1)
+_decode_ids = msgspec.json.Decoder(list[str]).decode
 
 
 def write_requests_cached(
@@ -112,43 +119,32 @@ def write_requests_cached(
     hits_out: Callable[[pa.Table], None],
     *,
     spill_dir: str | None = None,
+    spill_rows: int = SPILL_ROWS,
 ) -> tuple[list[Shard], CacheHits]:
     """Like :func:`write_requests`, but requests the cache answers are handed to ``hits_out``, not written.
 
     Whether a request is answered is known only once every key has been looked up, so each
-    request waits in a local Arrow file as its per-record parts (the encoded custom_id and
-    strings, without the constant text of every line) with its token count; a second pass joins
-    the lines of the unanswered ones and writes them, in record order. ``builder`` must make
-    answer keys.
+    request waits in a local file as its per-record parts (the encoded custom_id and strings,
+    without the constant text of every line) with its token count; a second pass joins the lines
+    of the unanswered ones and writes them, in record order. ``builder`` must make answer keys.
     """
     folder = tempfile.mkdtemp(prefix="openai-batch-requests-", dir=spill_dir)
-    path = os.path.join(folder, "requests.arrows")
     try:
-        start = _spill(records, builder, lookup, path)
-        builder.forget_ids()
-        if not start:
-            return writer.shards, CacheHits()
-        answered = bytearray(start)
-        saved = 0.0
-        for table in lookup.hits():
-            for position in table.column("position").to_pylist():
-                answered[position] = 1
-            saved += pc.sum(table.column("cost_usd")).as_py() or 0.0
-            hits_out(table)
-        with pa.OSFile(path) as source, pa.ipc.open_stream(source) as reader:  # read, not mapped into memory
-            position = 0
-            for batch in reader:
-                count = batch.num_rows
-                flags = bytes(answered[position : position + count])
-                position += count
-                if flags.count(1) == count:
-                    continue
-                if 1 in flags:
-                    answered_mask = pa.Array.from_buffers(pa.uint8(), count, [None, pa.py_buffer(flags)])
-                    batch = batch.filter(pc.equal(answered_mask, 0))
-                ids = batch.column(0).to_pylist()
-                tokens = batch.column(1).to_pylist() if batch.column(1).null_count == 0 else None
-                columns = [batch.column(i).to_pylist() for i in range(2, batch.num_columns)]
+        with _PartsSpill(os.path.join(folder, "requests.spill"), spill_rows) as spill:
+            start = _spill(records, builder, lookup, spill)
+            builder.forget_ids()
+            if not start:
+                return writer.shards, CacheHits()
+            answered = bytearray(start)
+            mark = answered.__setitem__
+            saved = 0.0
+            for table in lookup.hits():
+                positions = table.column("position").combine_chunks()
+                words = memoryview(positions.buffers()[1]).cast("q")  # no nulls: every hit has a position
+                collections.deque(map(mark, words[positions.offset : positions.offset + len(positions)], _ONES), 0)
+                saved += pc.sum(table.column("cost_usd")).as_py() or 0.0
+                hits_out(table)
+            for ids, columns, tokens in spill.unanswered(answered):
                 writer.write_chunk(ids, builder.join(columns), tokens)
     finally:
         writer.close()
@@ -158,53 +154,102 @@ def write_requests_cached(
     return writer.shards, CacheHits(answered.count(1), saved)
 
 
-def _spill(records: Iterable[Mapping[str, Any]], builder: RequestBuilder, lookup: CacheLookup, path: str) -> int:
+def _spill(
+    records: Iterable[Mapping[str, Any]], builder: RequestBuilder, lookup: CacheLookup, spill: _PartsSpill
+) -> int:
     """Render every record: its parts to the spill, its key to the lookup; the number of requests."""
     start = 0
-    out: pa.ipc.RecordBatchStreamWriter | None = None
-    pending: list[list[Any]] = []
-    counted = True  # every chunk came with token counts
-
-    def flush() -> None:
-        nonlocal out
-        ids, tokens, *columns = pending
-        arrays = [
-            pa.array(ids, pa.string()),
-            pa.array(tokens, pa.int64()) if counted else pa.nulls(len(ids), pa.int64()),
-        ]
-        arrays += [pa.array(column, pa.binary()) for column in columns]
-        batch = pa.RecordBatch.from_arrays(
-            arrays, names=["custom_id", "tokens", *(f"v{i}" for i in range(len(columns)))]
-        )
-        if out is None:
-            out = pa.ipc.new_stream(path, batch.schema)
-        out.write_batch(batch)
-        pending.clear()
-
-    try:
-        for chunk in builder.chunks(records, join=False):
-            assert chunk.keys is not None, "the builder must make answer keys"
-            assert chunk.columns is not None
-            if start == 0:
-                _probe("first-request", builder.join([column[:1] for column in chunk.columns])[0])
-            lookup.add(chunk.keys, chunk.ids, start)
-            counted = counted and chunk.tokens is not None
-            if not pending:
-                pending.extend([[], []] + [[] for _ in chunk.columns])
-            pending[0].extend(chunk.ids)
-            if counted:
-                pending[1].extend(chunk.tokens or ())
-            for target, column in zip(pending[2:], chunk.columns, strict=True):
-                target.extend(column)
-            start += len(chunk.ids)
-            if len(pending[0]) >= SPILL_ROWS:
-                flush()
-        if pending:
-            flush()
-    finally:
-        if out is not None:
-            out.close()
+    for chunk in builder.chunks(records, join=False):
+        assert chunk.keys is not None, "the builder must make answer keys"
+        assert chunk.columns is not None
+        if start == 0:
+            _probe("first-request", builder.join([column[:1] for column in chunk.columns])[0])
+        lookup.add(chunk.keys, chunk.ids, start)
+        spill.add(chunk.columns, chunk.tokens)
+        start += len(chunk.ids)
+    spill.flush()
     return start
+
+
+class _PartsSpill:
+    """Requests' encoded parts in local files, read back a batch of about ``rows`` at a time without the answered ones.
+
+    A chunk is written as its values, column after column, each ending in a newline (JSON-encoded
+    text never holds a raw newline), its token counts as int64s to a second file; what stays in
+    memory is each chunk's row count. Joined and split in C, a chunk at a time: small buffers the
+    allocator reuses, where an Arrow batch cost a conversion per value and fresh pages per batch.
+    """
+
+    def __init__(self, path: str, rows: int) -> None:
+        self._values = open(path, "w+b", buffering=1 << 20)  # noqa: SIM115 - closed by __exit__
+        self._counts = open(path + ".tokens", "w+b", buffering=1 << 20)  # noqa: SIM115
+        self._rows = rows
+        self._columns = 0
+        self._counted = True  # the builder counts every chunk's tokens or none
+        # Per batch: its chunks' row counts and bytes.
+        self._batches: list[tuple[array.array[int], array.array[int]]] = []
+        self._batch_rows = 0
+        self._chunks: array.array[int] = array.array("i")
+        self._sizes: array.array[int] = array.array("q")
+
+    def __enter__(self) -> _PartsSpill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._values.close()
+        self._counts.close()
+
+    def add(self, columns: list[list[bytes]], tokens: list[int] | None) -> None:
+        self._columns = len(columns)
+        blob = b"\n".join(itertools.chain.from_iterable(columns)) + b"\n"
+        self._values.write(blob)
+        if tokens is None:
+            self._counted = False
+        elif self._counted:
+            self._counts.write(array.array("q", tokens).tobytes())
+        self._sizes.append(len(blob))
+        self._chunks.append(len(columns[0]))
+        self._batch_rows += len(columns[0])
+        if self._batch_rows >= self._rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._chunks:
+            self._batches.append((self._chunks, self._sizes))
+            self._batch_rows = 0
+            self._chunks, self._sizes = array.array("i"), array.array("q")
+
+    def unanswered(self, answered: bytearray) -> Iterator[tuple[list[str], list[list[bytes]], list[int] | None]]:
+        """Each batch's requests without an answer: their ids, encoded columns and token counts."""
+        self._values.flush()
+        self._counts.flush()
+        self._values.seek(0)
+        self._counts.seek(0)
+        counted = self._counted
+        position = 0
+        for chunks, sizes in self._batches:
+            rows = sum(chunks)
+            flags = answered[position : position + rows]
+            position += rows
+            if flags.count(1) == rows:
+                self._values.seek(sum(sizes), os.SEEK_CUR)
+                self._counts.seek(8 * rows if counted else 0, os.SEEK_CUR)
+                continue
+            keep = flags.translate(_UNANSWERED)
+            columns: list[list[bytes]] = [[] for _ in range(self._columns)]
+            row = 0
+            for count, chunk_size in zip(chunks, sizes, strict=True):  # a chunk at a time: small buffers
+                values = self._values.read(chunk_size).split(b"\n")
+                if len(values) != count * self._columns + 1:  # the last newline leaves an empty value
+                    raise AssertionError(f"the spill holds {len(values) - 1} values for a chunk of {count} requests")
+                wanted = keep[row : row + count]
+                for index, column in enumerate(columns):
+                    column.extend(itertools.compress(values[index * count : (index + 1) * count], wanted))
+                row += count
+            tokens = None
+            if counted:
+                tokens = list(itertools.compress(array.array("q", self._counts.read(8 * rows)), keep))
+            yield _decode_ids(b"[" + b",".join(columns[0]) + b"]"), columns, tokens
 
 
 def _probe(path: str, line: bytes) -> None:

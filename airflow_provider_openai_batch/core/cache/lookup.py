@@ -17,10 +17,11 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from airflow_provider_openai_batch.core.cache.keys import k64s
 from airflow_provider_openai_batch.core.cache.store import ENTRY_SCHEMA, CacheError, Parts, listed, reading
@@ -42,6 +43,16 @@ HIT_SCHEMA: Final = pa.schema(
         *(ENTRY_SCHEMA.field(name) for name in ENTRY_SCHEMA.names if name not in ("k64", "key")),
     ]
 )
+
+# Columns whose values repeat across hits; the others (positions, ids, answers) are mostly
+# unique, where trying a dictionary first cost a third of writing the hits. The results task
+# reads the hits whole, so no statistics either.
+_HIT_DICTIONARY: Final = ["endpoint", "source_job_id", "batch_id", "model", "finish_reason"]
+
+
+def hits_writer(where: Any) -> pq.ParquetWriter:
+    """A Parquet writer for a build's hits (``HIT_SCHEMA``), to a path or an open binary file."""
+    return pq.ParquetWriter(where, HIT_SCHEMA, use_dictionary=_HIT_DICTIONARY, write_statistics=False)
 
 
 @dataclass(frozen=True)

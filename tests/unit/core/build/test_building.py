@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from airflow_provider_openai_batch.core.build.building import (
@@ -11,8 +12,12 @@ from airflow_provider_openai_batch.core.build.building import (
     local_reader,
     validate_shards,
     write_requests,
+    write_requests_cached,
 )
 from airflow_provider_openai_batch.core.build.requests import RequestBuilder, RequestTemplate
+from airflow_provider_openai_batch.core.cache.keys import k64s
+from airflow_provider_openai_batch.core.cache.lookup import CacheLookup
+from airflow_provider_openai_batch.core.cache.store import ENTRY_SCHEMA, EntryWriter, LocalParts
 from airflow_provider_openai_batch.core.costs import PriceTable
 from airflow_provider_openai_batch.core.shards import ShardWriter
 from airflow_provider_openai_batch.core.validate.validation import BatchInputError
@@ -100,3 +105,67 @@ def test_a_repeated_key_further_back_than_the_builders_window_fails_validation_n
     assert [str(p) for p in report.problems] == [
         f"{shards[1].path}:201: duplicate custom_id '3'; custom_ids must be unique across the job"
     ]
+
+
+# Two per-record strings, one with a newline (the spill splits on raw newlines; JSON escapes them).
+TWO_SLOTS = RequestTemplate(
+    endpoint="/v1/chat/completions",
+    model="gpt-4o-mini",
+    messages=({"role": "system", "content": "Rate review {{ id }}"}, {"role": "user", "content": "{{ text }}"}),
+    body={"max_completion_tokens": 7, "temperature": 0},
+)
+TEXTS = [{"id": i, "text": f"text\nnumber {i} ü"} for i in range(1_000)]
+
+
+def cache_of(records, root: Path) -> LocalParts:
+    """A cache answering ``records``, their keys made by the builder the build uses."""
+    parts = LocalParts(str(root))
+    writer = EntryWriter(parts)
+    for chunk in RequestBuilder(TWO_SLOTS, "id", answer_keys=True).chunks(records):
+        count = len(chunk.ids)
+        given = {
+            "k64": pa.array(k64s(chunk.keys), pa.int64()),
+            "key": pa.array(chunk.keys, pa.binary(32)),
+            "cached_at": pa.array([1_700_000_000_000] * count, pa.int64()),
+            "content": pa.array([f"answer to {i}" for i in chunk.ids]),
+        }
+        columns = [given.get(f.name, pa.nulls(count, f.type)).cast(f.type) for f in ENTRY_SCHEMA]
+        writer.add(pa.RecordBatch.from_arrays(columns, schema=ENTRY_SCHEMA))
+    writer.commit()
+    return parts
+
+
+@pytest.mark.parametrize("spill_rows", [1, 300, 16_384])
+@pytest.mark.parametrize("tokens", [None, "exact"])
+def test_a_cached_build_writes_exactly_the_unanswered_requests_in_record_order(tmp_path, spill_rows, tokens):
+    # Answered: two in three records, and every record of the second chunk (256-511), so the spill
+    # has batches answered in part, batches answered whole (skipped) and, with spill_rows=1, one per chunk.
+    answered = [r for r in TEXTS if r["id"] % 3 or 256 <= r["id"] < 512]
+    sent = [r for r in TEXTS if r not in answered]
+    parts = cache_of(answered, tmp_path / "cache")
+    builder = RequestBuilder(TWO_SLOTS, "id", token_estimate=tokens, answer_keys=True)
+    hits: list[pa.Table] = []
+    (tmp_path / "cached").mkdir()
+    shards, found = write_requests_cached(
+        TEXTS,
+        builder,
+        ShardWriter(opener(tmp_path / "cached"), "job", max_requests=100),
+        CacheLookup(parts, round_keys=200, flush_rows=64),
+        hits.append,
+        spill_rows=spill_rows,
+    )
+    (tmp_path / "plain").mkdir()
+    expected = write_requests(
+        sent,
+        RequestBuilder(TWO_SLOTS, "id", token_estimate=tokens),
+        ShardWriter(opener(tmp_path / "plain"), "job", max_requests=100),
+    )
+    assert [Path(s.path).read_bytes() for s in shards] == [Path(s.path).read_bytes() for s in expected]
+    assert [(s.requests, s.input_tokens, s.first_custom_id, s.last_custom_id) for s in shards] == [
+        (s.requests, s.input_tokens, s.first_custom_id, s.last_custom_id) for s in expected
+    ]
+    rows = pa.concat_tables(hits).sort_by("position").to_pylist()
+    assert [(row["position"], row["custom_id"], row["content"]) for row in rows] == [
+        (r["id"], str(r["id"]), f"answer to {r['id']}") for r in answered
+    ]
+    assert found.requests == len(answered)
