@@ -24,6 +24,14 @@ def _target(row: dict) -> str:
         return f"≤ 300 MB {verdict}" if row["records"] == 50_000 else f"within 10% of 50k {verdict}"
     if row["stage"] == "e2e_1200k":
         return f"overhead ≤ 60 s {verdict}"
+    if "ratio_to_floor_less_lookup" in row:
+        text = (
+            f"{row['ratio_to_floor_less_lookup']:.2f}{TIMES} less the lookup's {row['lookup_seconds']:.2f} s "
+            f"(≤ {row['target_ratio_less_lookup']}{TIMES})"
+        )
+        if "rss_ratio_to_small_cache" in row:
+            text += f", RSS {row['rss_ratio_to_small_cache']:.2f}{TIMES} the 1.2M-entry cache's (≤ 1.1{TIMES})"
+        return f"{text} {verdict}"
     if "rss_added_mb" in row:
         return f"+{row['rss_added_mb']} MB RSS (≤ 64) {'met' if row['target_met'] else '**missed**'}"
     if "target_ratio" in row:
