@@ -207,11 +207,18 @@ def format_of(path: str) -> str:
 
 
 def read_parquet(handle: IO[bytes] | Any, size: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """Stream the record batches of a results Parquet file, checking it has our schema."""
+    """
+    Stream the record batches of a results Parquet file, checking it has our schema.
+
+    A row group at a time, on this thread: ``iter_batches`` over a whole file kept memory growing
+    with it (+60 MB reading 1.2M staged rows, against +32 MB a row group at a time) and, with its
+    reader threads, took longer on two cores.
+    """
     parquet = pq.ParquetFile(handle)
     if not parquet.schema_arrow.equals(RESULT_SCHEMA, check_metadata=False):
         raise ValueError(f"not a results file of schema version {SCHEMA_VERSION}: {parquet.schema_arrow}")
-    yield from parquet.iter_batches(batch_size=size)
+    for group in range(parquet.num_row_groups):
+        yield from parquet.read_row_group(group, use_threads=False).to_batches(max_chunksize=size)
 
 
 def count_batch(totals: ResultTotals, batch: pa.RecordBatch) -> pa.RecordBatch:

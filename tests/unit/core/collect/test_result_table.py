@@ -83,6 +83,18 @@ def test_parquet_round_trip_keeps_types_and_values():
     assert row["parsed"] == '{"label":"pos"}' and row["batch_created_at"].timestamp() == 10
 
 
+def test_a_file_of_many_row_groups_is_read_back_in_order_in_batches_of_at_most_the_size():
+    batches = list(reconciled_batches(reconciler(), mixed_lines(), size=2))  # a row group per batch
+    buffer = io.BytesIO()
+    write_batches(buffer, batches)
+    buffer.seek(0)
+    assert pq.ParquetFile(buffer).num_row_groups == len(batches) > 2
+    buffer.seek(0)
+    back = list(read_parquet(buffer, size=1))
+    assert [b.num_rows for b in back] == [1] * len(IDS)
+    assert pa.Table.from_batches(back).to_pylist() == pa.Table.from_batches(batches).to_pylist()
+
+
 def test_a_parquet_file_of_another_schema_is_refused():
     buffer = io.BytesIO()
     pq.write_table(pa.table({"x": [1]}), buffer)
