@@ -128,10 +128,11 @@ def _reconcile(args: argparse.Namespace) -> int:
     )
     processes = resolve_processes(args.processes, 1, requests)
     try:
-        # The pool first: its workers are forked before the writer's thread exists.
+        # The memory pool, then the workers (forked with it, as the results task's are), before the
+        # writer's thread exists.
         with (
-            reconcile_pool(processes) as pool,
             pool_that_returns_memory(),
+            reconcile_pool(processes) as pool,
             _atomic_local(args.dest) as handle,
             batch_writer(handle, fmt) as writer,
         ):
